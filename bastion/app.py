@@ -1,0 +1,152 @@
+"""Composition root: the only place that builds concrete objects and wires them together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+import orjson
+
+from bastion.audit import events
+from bastion.audit.recorder import AuditRecorder
+from bastion.authn.anonymous import AnonymousAuthenticator
+from bastion.config.model import Settings
+from bastion.core.errors import UpstreamError
+from bastion.core.records import AuditRecord
+from bastion.edge.guards import HostGuard
+from bastion.edge.inbound import Receive
+from bastion.edge.render import Send, send_json
+from bastion.pipeline import McpPipeline
+from bastion.policy.allow_all import AllowAll
+from bastion.store import Store, open_store
+from bastion.upstream.router import UpstreamStage
+from bastion.upstream.sessions import SessionManager
+from bastion.vault.static import StaticVault
+
+log = logging.getLogger("bastion")
+MAINTENANCE_INTERVAL = 30.0
+
+
+class BastionApp:
+    """The ASGI application. Built fully at lifespan startup; serves /mcp* through the pipeline."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.replica = secrets.token_hex(6)
+        self.store: Store | None = None
+        self.audit: AuditRecorder | None = None
+        self.upstream: UpstreamStage | None = None
+        self.pipeline: McpPipeline | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.ready = asyncio.Event() if False else None
+
+    async def startup(self) -> None:
+        settings = self.settings
+        if not settings.auth.enabled:
+            level = logging.WARNING if settings.listens_on_loopback() else logging.ERROR
+            log.log(
+                level,
+                "AUTHENTICATION IS DISABLED (auth.enabled: false): anyone who can reach %s can use every "
+                "upstream. Use this only for development on loopback.",
+                settings.listen,
+            )
+        self.store = await open_store(settings.storage)
+        self.audit = AuditRecorder(
+            self.store.audit, jsonl_path=settings.audit.jsonl_path, retention_days=settings.audit.retention_days
+        )
+        await self.audit.start()
+        sessions = SessionManager(self.store.sessions, idle_ttl=settings.sessions.idle_ttl, replica=self.replica)
+        self.upstream = UpstreamStage(settings, sessions)
+        self.pipeline = McpPipeline(
+            guard=HostGuard.from_settings(settings),
+            max_body=settings.edge.max_body_bytes,
+            authn=AnonymousAuthenticator(),
+            policy=AllowAll(),
+            vault=StaticVault(),
+            upstream=self.upstream,
+            audit=self.audit,
+        )
+        self._lifecycle(events.SERVER_STARTED, f"{len(settings.upstreams)} upstreams")
+        self._tasks.append(asyncio.ensure_future(self._warm_up()))
+        self._tasks.append(asyncio.ensure_future(self._maintain(sessions)))
+
+    def _lifecycle(self, event: str, detail: str) -> None:
+        if self.audit is not None:
+            self.audit.record(AuditRecord(ts=time.time(), event=event, trace_id="-", detail=detail))
+
+    async def _warm_up(self) -> None:
+        """Learn each HTTP upstream's eras early, so the first client call does not pay for it."""
+        assert self.upstream is not None
+        for entry in self.upstream.entries.values():
+            if entry.http is None:
+                continue
+            try:
+                await entry.eras()
+            except UpstreamError as err:
+                log.warning("%s (will retry on first use)", err.message)
+                entry.forget_eras()
+
+    async def _maintain(self, sessions: SessionManager) -> None:
+        while True:
+            await asyncio.sleep(MAINTENANCE_INTERVAL)
+            try:
+                expired = await sessions.maintain()
+                for _ in expired:
+                    self._lifecycle(events.SESSION_EXPIRED, "idle")
+            except Exception:
+                log.exception("session maintenance failed")
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.upstream is not None:
+            await self.upstream.close()
+        self._lifecycle(events.SERVER_STOPPED, "")
+        if self.audit is not None:
+            await self.audit.aclose()
+        if self.store is not None:
+            await self.store.close()
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            path: str = scope["path"]
+            if path.startswith("/mcp") and self.pipeline is not None:
+                await self.pipeline(scope, receive, send)
+            elif path == "/healthz":
+                await send_json(send, 200, {"status": "ok"})
+            else:
+                await send_json(send, 404, {"error": "not_found", "error_description": "No such page"})
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def create_app(settings: Settings) -> BastionApp:
+    return BastionApp(settings)
+
+
+__all__ = ["BastionApp", "create_app", "orjson"]

@@ -1,0 +1,1 @@
+"""The authn stage: Authorization header → Principal, or a typed error that becomes a 401."""

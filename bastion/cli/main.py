@@ -1,0 +1,41 @@
+"""Entry point of the ``bastion`` command."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from bastion._version import __version__
+from bastion.cli import audit, config, db, serve
+
+app = typer.Typer(
+    name="bastion",
+    help="Bastion: an authorization gateway for MCP servers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(audit.app, name="audit")
+app.add_typer(db.app, name="db")
+app.add_typer(config.app, name="config")
+app.command()(serve.serve)
+app.command()(serve.demo)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"bastion {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Bastion: an authorization gateway for MCP servers."""
+
+
+def main() -> None:
+    app()

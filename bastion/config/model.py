@@ -1,0 +1,237 @@
+"""The configuration tree. Every key is documented here; docs/configuration.md is generated from it."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+UPSTREAM_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Timeouts(_Model):
+    connect: float = Field(5.0, gt=0, description="Seconds to establish a connection to the upstream.")
+    request: float = Field(
+        300.0, gt=0, description="Seconds a single request may take end to end (streams included)."
+    )
+    idle: float = Field(
+        120.0, gt=0, description="Seconds a streamed response may stay silent before Bastion gives up."
+    )
+
+
+class HttpUpstream(_Model):
+    url: str = Field(description="Streamable HTTP endpoint of the upstream MCP server.")
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Static headers sent on every upstream request (use ${ENV_VAR} for secrets).",
+    )
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    max_connections: int = Field(100, ge=1, description="Connection pool size towards this upstream.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _no_hop_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = {"host", "content-length", "transfer-encoding", "connection", "mcp-session-id"}
+        bad = sorted(k for k in value if k.lower() in reserved)
+        if bad:
+            raise ValueError(f"these headers are managed by Bastion and cannot be set: {', '.join(bad)}")
+        return value
+
+
+class Restart(_Model):
+    initial_backoff: float = Field(0.5, gt=0, description="Seconds before the first restart.")
+    max_backoff: float = Field(30.0, gt=0, description="Upper bound of the exponential restart backoff.")
+    stable_after: float = Field(
+        30.0, gt=0, description="A process that lived this long resets the backoff to its initial value."
+    )
+
+
+class StdioUpstream(_Model):
+    command: str = Field(description="Executable to launch (looked up on PATH).")
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Extra environment variables (use ${ENV_VAR} for secrets)."
+    )
+    cwd: str | None = Field(None, description="Working directory; default: Bastion's own.")
+    inherit_env: bool = Field(
+        True, description="Pass Bastion's environment to the process (PATH, HOME, ...) in addition to env."
+    )
+    restart: Restart = Field(default_factory=Restart)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    isolation: Literal["session", "shared"] = Field(
+        "session",
+        description=(
+            "session: each legacy-era client session gets its own process, initialized with that "
+            "client's own capabilities (full fidelity for sampling/elicitation/roots). shared: one "
+            "process for everyone. Modern-era clients and the aggregate endpoint always use the shared process."
+        ),
+    )
+    max_processes: int = Field(32, ge=1, description="Cap on concurrent per-session processes.")
+    idle_timeout: float = Field(600.0, gt=0, description="Seconds after which an idle per-session process stops.")
+    shutdown_grace: float = Field(5.0, ge=0, description="Seconds between SIGTERM and SIGKILL on shutdown.")
+
+
+class Upstream(_Model):
+    name: str = Field(description="Endpoint name: served at /mcp/<name>. Lowercase letters, digits, '-'.")
+    title: str | None = None
+    http: HttpUpstream | None = None
+    stdio: StdioUpstream | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not UPSTREAM_NAME.match(value):
+            raise ValueError(
+                "must start with a lowercase letter and contain only lowercase letters, digits and '-' "
+                "(at most 63): it appears in URLs and in aggregated tool names"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one_transport(self) -> Upstream:
+        if (self.http is None) == (self.stdio is None):
+            raise ValueError("exactly one of 'http' or 'stdio' must be set")
+        return self
+
+
+class Auth(_Model):
+    enabled: bool = Field(
+        False,
+        description=(
+            "Require OAuth bearer tokens on every MCP endpoint. Until Bastion's authorization server "
+            "ships only false works; false is for loopback development and logs a loud warning."
+        ),
+    )
+
+
+class Edge(_Model):
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Host header values accepted (DNS-rebinding protection). Default: the host of public_url and "
+            "of listen, plus localhost/127.0.0.1 when listening on loopback. '*' disables the check."
+        ),
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origin values accepted in addition to public_url's origin. Requests without Origin pass.",
+    )
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
+    trust_forwarded_headers: bool = Field(
+        False, description="Honour X-Forwarded-For/Proto from a reverse proxy in logs."
+    )
+
+
+class Aggregate(_Model):
+    enabled: bool = Field(True, description="Serve the merged endpoint /mcp over all upstreams.")
+    separator: Literal["__"] = Field(
+        "__", description="Tool/prompt names become <upstream>__<name>; resource URIs <upstream>+<uri>."
+    )
+
+
+class Sessions(_Model):
+    idle_ttl: float = Field(3600.0, gt=0, description="Seconds an unused legacy-era session is kept.")
+
+
+class Audit(_Model):
+    enabled: bool = True
+    jsonl_path: str | None = Field(None, description="Also append every record to this JSON Lines file.")
+    retention_days: int | None = Field(None, ge=1, description="Delete records older than this; default keep.")
+
+
+class Logging(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class Settings(_Model):
+    """Root of bastion.yaml."""
+
+    public_url: str = Field(
+        "http://127.0.0.1:8080",
+        description="The URL clients use to reach Bastion (scheme, host, port, optional path prefix).",
+    )
+    listen: str = Field("127.0.0.1:8080", description="host:port to bind.")
+    storage: str = Field(
+        "sqlite:///./.bastion/bastion.db",
+        description="sqlite:///path (embedded default) or postgresql://user:password@host/db.",
+    )
+    auth: Auth = Field(default_factory=Auth)
+    upstreams: list[Upstream] = Field(default_factory=list)
+    edge: Edge = Field(default_factory=Edge)
+    aggregate: Aggregate = Field(default_factory=Aggregate)
+    sessions: Sessions = Field(default_factory=Sessions)
+    audit: Audit = Field(default_factory=Audit)
+    logging: Logging = Field(default_factory=Logging)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+            raise ValueError("must be an absolute http(s) URL without query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:8080")
+        return value
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "sqlite+aiosqlite://", "postgresql://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        seen: set[str] = set()
+        for upstream in self.upstreams:
+            if upstream.name in seen:
+                raise ValueError(f"upstream name '{upstream.name}' is used twice")
+            seen.add(upstream.name)
+        if self.auth.enabled:
+            raise ValueError(
+                "auth.enabled: true needs Bastion's authorization server, which this version does not "
+                "include yet; set auth.enabled: false (loopback development only)"
+            )
+        return self
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    def listens_on_loopback(self) -> bool:
+        host = self.listen_host
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+
+UpstreamName = Annotated[str, Field(pattern=UPSTREAM_NAME.pattern)]

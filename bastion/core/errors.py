@@ -1,0 +1,159 @@
+"""The error tree. Every failure a stage can produce is one of these; only
+``bastion.edge.render`` turns them into bytes.
+
+Each error carries a *public* message (safe to show a client) and a private
+``detail`` (logged, never sent). The tree::
+
+    BastionError
+    ├── ClientError                   the request is at fault (4xx or JSON-RPC error)
+    │   ├── ParseError                -32700, 400  body is not JSON
+    │   ├── InvalidRequest            -32600, 400  not one JSON-RPC 2.0 object (batches included)
+    │   ├── MethodNotFound            -32601       unknown method (404 in the modern era)
+    │   ├── InvalidParams             -32602, 400
+    │   ├── HeaderMismatch            -32020, 400  Mcp-Method/Mcp-Name/MCP-Protocol-Version vs body
+    │   ├── UnsupportedProtocolVersion -32022, 400
+    │   ├── BodyTooLarge              413
+    │   ├── NotAcceptable             406          Accept lacks application/json (or text/event-stream)
+    │   ├── UnsupportedMediaType      415          POST body is not application/json
+    │   ├── HttpMethodNotAllowed      405
+    │   ├── InvalidHost               421          DNS-rebinding protection
+    │   ├── InvalidOrigin             403          DNS-rebinding protection
+    │   ├── UnknownEndpoint           404          no such upstream
+    │   ├── SessionRequired           400          legacy request without Mcp-Session-Id
+    │   ├── SessionNotFound           404          unknown or expired Mcp-Session-Id
+    │   └── PolicyDenied              -32013       policy refused the call (JSON-RPC error, 200)
+    └── UpstreamError                 the upstream failed; always names the upstream
+        ├── UpstreamUnavailable       -32010  refused, DNS, process not running
+        ├── UpstreamTimeout           -32011  no answer in time
+        └── UpstreamFailed            -32012  crashed mid-stream, bad status, unparseable reply
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+# JSON-RPC 2.0 and MCP codes
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+HEADER_MISMATCH = -32020
+UNSUPPORTED_PROTOCOL_VERSION = -32022
+# Bastion's own, in the implementation-defined range -32000..-32019
+UPSTREAM_UNAVAILABLE = -32010
+UPSTREAM_TIMEOUT = -32011
+UPSTREAM_FAILED = -32012
+POLICY_DENIED = -32013
+
+
+class BastionError(Exception):
+    code: ClassVar[int] = INTERNAL_ERROR
+    status: ClassVar[int] = 500
+    event: ClassVar[str] = "call.failed"
+
+    def __init__(self, message: str, *, detail: str = "", data: object = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        self.data = data
+
+
+class ClientError(BastionError):
+    code = INVALID_REQUEST
+    status = 400
+    event = "call.rejected"
+
+
+class ParseError(ClientError):
+    code = PARSE_ERROR
+
+
+class InvalidRequest(ClientError):
+    code = INVALID_REQUEST
+
+
+class MethodNotFound(ClientError):
+    code = METHOD_NOT_FOUND
+    status = 404
+
+
+class InvalidParams(ClientError):
+    code = INVALID_PARAMS
+
+
+class HeaderMismatch(ClientError):
+    code = HEADER_MISMATCH
+
+
+class UnsupportedProtocolVersion(ClientError):
+    code = UNSUPPORTED_PROTOCOL_VERSION
+
+
+class BodyTooLarge(ClientError):
+    status = 413
+
+
+class NotAcceptable(ClientError):
+    status = 406
+
+
+class UnsupportedMediaType(ClientError):
+    status = 415
+
+
+class HttpMethodNotAllowed(ClientError):
+    status = 405
+
+
+class InvalidHost(ClientError):
+    status = 421
+
+
+class InvalidOrigin(ClientError):
+    status = 403
+
+
+class UnknownEndpoint(ClientError):
+    status = 404
+
+
+class SessionRequired(ClientError):
+    status = 400
+
+
+class SessionNotFound(ClientError):
+    status = 404
+
+
+class PolicyDenied(ClientError):
+    code = POLICY_DENIED
+    status = 200
+    event = "call.denied"
+
+
+class UpstreamError(BastionError):
+    """An upstream failed. ``status`` stays 200: the client gets a JSON-RPC error for its request."""
+
+    status = 200
+    event = "call.failed"
+
+    def __init__(self, upstream: str, message: str, *, detail: str = "") -> None:
+        super().__init__(f"upstream '{upstream}': {message}", detail=detail, data={"upstream": upstream})
+        self.upstream = upstream
+
+
+class UpstreamUnavailable(UpstreamError):
+    code = UPSTREAM_UNAVAILABLE
+
+
+class UpstreamTimeout(UpstreamError):
+    code = UPSTREAM_TIMEOUT
+
+
+class UpstreamFailed(UpstreamError):
+    code = UPSTREAM_FAILED
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the key."""

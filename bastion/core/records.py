@@ -1,0 +1,156 @@
+"""Typed, frozen records that flow one way through the pipeline.
+
+edge builds an :class:`InboundCall`; authn turns headers into a :class:`Principal`;
+policy returns a :class:`Decision`; vault resolves an :class:`UpstreamCredential`.
+No stage receives a bare ``dict`` of request data from another stage.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+JsonObject = dict[str, Any]
+RequestId = str | int
+
+
+class Era(enum.Enum):
+    """Which MCP protocol era a message belongs to."""
+
+    LEGACY = "legacy"  # 2024-11-05 .. 2025-11-25: initialize handshake, Mcp-Session-Id
+    MODERN = "modern"  # 2026-07-28: server/discover, per-request _meta, no sessions
+
+
+class MessageKind(enum.Enum):
+    REQUEST = "request"
+    NOTIFICATION = "notification"
+    RESPONSE = "response"  # a client's answer to a server→client request
+
+
+@dataclass(frozen=True, slots=True)
+class InboundCall:
+    """One HTTP request to an MCP endpoint, parsed once at the edge."""
+
+    endpoint: str | None  # upstream name, or None for the aggregate endpoint
+    http_method: str  # POST, GET or DELETE
+    era: Era
+    kind: MessageKind | None  # None for GET/DELETE
+    method: str | None  # JSON-RPC method (requests and notifications)
+    request_id: RequestId | None
+    name: str | None  # tool or prompt name, or resource URI (what Mcp-Name mirrors)
+    protocol_version: str | None
+    session_id: str | None  # the client's Mcp-Session-Id (legacy era)
+    accept: str  # the client's Accept header, forwarded as is
+    body: bytes  # the raw JSON-RPC body, forwarded unchanged when no rewrite is needed
+    message: JsonObject  # the decoded body ({} for GET/DELETE)
+    trace_id: str  # request id for logs and audit (X-Request-Id)
+    last_event_id: str | None = None
+    extra_headers: tuple[tuple[str, str], ...] = ()  # Mcp-Param-* etc., forwarded as is
+
+    @property
+    def params(self) -> JsonObject:
+        params = self.message.get("params")
+        return params if isinstance(params, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the user and the client acting for them."""
+
+    subject: str
+    client_id: str | None = None
+    scopes: frozenset[str] = frozenset()
+    groups: frozenset[str] = frozenset()
+    roles: frozenset[str] = frozenset()
+    token_id: str | None = None
+    authenticated: bool = False
+
+
+ANONYMOUS = Principal(subject="anonymous")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What policy says about an InboundCall."""
+
+    allowed: bool
+    reason: str = ""
+    rule: str | None = None
+
+
+ALLOW_ALL = Decision(allowed=True, reason="no policy configured", rule=None)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamCredential:
+    """How the call authenticates to the upstream: extra headers (HTTP) or env (stdio)."""
+
+    headers: tuple[tuple[str, str], ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    mode: str = "none"
+    # which process to use for a stdio upstream; None means the shared one (per-user later)
+    process_scope: str | None = None
+
+
+NO_CREDENTIAL = UpstreamCredential()
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a call ended, as the audit stage records it."""
+
+    event: str  # a name from bastion.audit.events
+    status: int = 200
+    error_code: int | None = None
+    detail: str = ""
+    upstream_ms: float | None = None
+    attrs: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audit event. Never holds a secret: no tokens, no argument values, no headers."""
+
+    ts: float  # unix seconds
+    event: str  # closed noun.verb vocabulary, bastion.audit.events
+    trace_id: str
+    endpoint: str | None = None  # upstream name, or None for the aggregate endpoint
+    upstream: str | None = None  # the upstream the call was routed to
+    era: str | None = None
+    method: str | None = None
+    name: str | None = None  # tool / prompt name or resource URI
+    request_id: str | None = None  # JSON-RPC id, as text
+    status: int | None = None  # HTTP status sent to the client
+    error_code: int | None = None  # JSON-RPC error code, when the outcome is an error
+    latency_ms: float | None = None
+    upstream_ms: float | None = None
+    subject: str | None = None
+    client_id: str | None = None
+    session: str | None = None  # a short hash of the session id, never the id itself
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAuditRecord:
+    seq: int
+    record: AuditRecord
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A legacy-era MCP session as Bastion sees it; resolvable from any replica."""
+
+    session_id: str  # Bastion's own id, given to the client
+    endpoint: str | None  # upstream name, or None for the aggregate endpoint
+    subject: str  # the principal it is bound to
+    protocol_version: str
+    mode: str  # "passthrough" (HTTP upstream session mapped) or "relay" (Bastion-held channels)
+    upstream_session_id: str | None = None  # passthrough: the upstream's Mcp-Session-Id
+    client_capabilities: JsonObject = field(default_factory=dict)
+    client_info: JsonObject = field(default_factory=dict)
+    created_at: float = 0.0
+    last_seen: float = 0.0
+    replica: str = ""  # the replica that holds in-memory state for relay sessions

@@ -1,0 +1,30 @@
+"""The seams between pipeline stages, as small Protocols wired in app.py."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from bastion.core.records import AuditRecord, Decision, InboundCall, Principal, UpstreamCredential
+from bastion.core.replies import Reply
+
+
+class Authenticator(Protocol):
+    def authenticate(self, call: InboundCall) -> Principal: ...
+
+
+class PolicyEngine(Protocol):
+    def decide(self, principal: Principal, call: InboundCall) -> Decision: ...
+
+
+class CredentialResolver(Protocol):
+    def resolve(self, principal: Principal, decision: Decision, endpoint: str | None) -> UpstreamCredential: ...
+
+
+class Dispatcher(Protocol):
+    def known(self, endpoint: str | None) -> bool: ...
+
+    async def dispatch(self, call: InboundCall, principal: Principal, credential: UpstreamCredential) -> Reply: ...
+
+
+class AuditSink(Protocol):
+    def record(self, rec: AuditRecord) -> None: ...

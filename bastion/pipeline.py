@@ -1,0 +1,140 @@
+"""The /mcp handler. The only place that knows the order of the stages:
+
+    edge → authn → policy → vault → upstream → (reply streams back through edge)
+                                                  audit receives one record, always
+
+Each stage is a small object passed in by app.py; errors are typed and rendered by
+bastion.edge.render; nothing here formats bytes itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+from bastion.audit import events
+from bastion.core.errors import BastionError, ClientError, PolicyDenied, UnknownEndpoint
+from bastion.core.records import AuditRecord, Era, InboundCall, MessageKind, Principal
+from bastion.core.stages import AuditSink, Authenticator, CredentialResolver, Dispatcher, PolicyEngine
+from bastion.edge.guards import HostGuard
+from bastion.edge.inbound import Receive, read_call
+from bastion.edge.render import Send, send_error
+from bastion.edge.reply import send_reply
+from bastion.upstream.sessions import session_tag
+
+log = logging.getLogger("bastion.pipeline")
+_PREFIX = "/mcp"
+
+
+def endpoint_of(path: str) -> str | None | bool:
+    """``/mcp`` → None (aggregate), ``/mcp/<name>`` → name, anything else → False."""
+    path = path.rstrip("/") or "/"
+    if path == _PREFIX:
+        return None
+    if path.startswith(_PREFIX + "/"):
+        name = path[len(_PREFIX) + 1 :]
+        if name and "/" not in name:
+            return name
+    return False
+
+
+def _success_event(call: InboundCall) -> str:
+    if call.http_method == "GET":
+        return events.STREAM_OPENED
+    if call.http_method == "DELETE":
+        return events.SESSION_DELETED
+    if call.kind is MessageKind.NOTIFICATION:
+        return events.NOTIFICATION_FORWARDED
+    if call.kind is MessageKind.RESPONSE:
+        return events.RESPONSE_FORWARDED
+    if call.method == "initialize":
+        return events.SESSION_CREATED
+    return events.CALL_FORWARDED
+
+
+class McpPipeline:
+    def __init__(
+        self,
+        *,
+        guard: HostGuard,
+        max_body: int,
+        authn: Authenticator,
+        policy: PolicyEngine,
+        vault: CredentialResolver,
+        upstream: Dispatcher,
+        audit: AuditSink,
+    ) -> None:
+        self._guard = guard
+        self._max_body = max_body
+        self._authn = authn
+        self._policy = policy
+        self._vault = vault
+        self._upstream = upstream
+        self._audit = audit
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        endpoint = endpoint_of(scope["path"])
+        call: InboundCall | None = None
+        principal: Principal | None = None
+        event = events.CALL_FORWARDED
+        status = 0
+        error_code: int | None = None
+        upstream = endpoint if isinstance(endpoint, str) else None
+        detail = ""
+        try:
+            if endpoint is False or not self._upstream.known(endpoint or None):
+                raise UnknownEndpoint(f"No MCP endpoint at {scope['path'][:200]}")
+            assert endpoint is not False
+            call = await read_call(scope, receive, endpoint=endpoint, guard=self._guard, max_body=self._max_body)
+            principal = self._authn.authenticate(call)
+            decision = self._policy.decide(principal, call)
+            if not decision.allowed:
+                raise PolicyDenied(f"Denied by policy: {decision.reason}")
+            credential = self._vault.resolve(principal, decision, endpoint)
+            reply = await self._upstream.dispatch(call, principal, credential)
+            sent = await send_reply(send, receive, call, reply)
+            status, error_code = sent.status, sent.error_code
+            event = _success_event(call)
+            if sent.failure is not None:
+                event, error_code, detail = sent.failure.event, sent.failure.code, sent.failure.message
+        except BastionError as err:
+            era = call.era if call is not None else None
+            request_id = call.request_id if call is not None else None
+            status = await send_error(send, err, request_id, era)
+            event, error_code, detail = err.event, err.code, err.message
+            level = logging.INFO if isinstance(err, ClientError) else logging.WARNING
+            log.log(level, "%s %s: %s%s", scope["method"], scope["path"][:200], err.message,
+                    f" ({err.detail})" if err.detail else "")
+        except Exception:
+            # never a stack trace to the client: a JSON-RPC internal error, and the trace in our log
+            log.exception("internal error on %s %s", scope["method"], scope["path"][:200])
+            internal = BastionError("Internal error")
+            status = await send_error(send, internal, call.request_id if call else None, call.era if call else None)
+            event, error_code, detail = events.CALL_FAILED, internal.code, "internal error"
+        finally:
+            self._audit.record(
+                AuditRecord(
+                    ts=time.time(),
+                    event=event,
+                    trace_id=call.trace_id if call is not None else "-",
+                    endpoint=endpoint if isinstance(endpoint, str) else None,
+                    upstream=upstream,
+                    era=call.era.value if call is not None else None,
+                    method=call.method if call is not None else scope.get("method"),
+                    name=call.name if call is not None else None,
+                    request_id=str(call.request_id) if call is not None and call.request_id is not None else None,
+                    status=status,
+                    error_code=error_code,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 3),
+                    subject=principal.subject if principal is not None else None,
+                    client_id=principal.client_id if principal is not None else None,
+                    session=session_tag(call.session_id) if call is not None else None,
+                    detail=detail[:500],
+                )
+            )
+
+
+__all__ = ["Era", "McpPipeline", "endpoint_of"]

@@ -1,0 +1,1 @@
+"""The policy stage: pure, synchronous (Principal, InboundCall) → Decision."""

@@ -1,0 +1,1 @@
+"""Alembic migrations of Bastion's schema, run programmatically by ``bastion.store.factory``."""

@@ -1,0 +1,65 @@
+"""SQLAlchemy Core tables the SQL store queries (the schema itself is created by migrations).
+
+Keep in step with ``bastion/store/migrations/versions``: a migration is a frozen
+snapshot and never imports this module, so a change here needs a new revision there.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+# Our own name, so Bastion can share a database with another Alembic-managed app.
+VERSION_TABLE = "bastion_alembic_version"
+# The single chain-head row; appends lock it, purges never touch it.
+HEAD_ID = 1
+
+metadata = sa.MetaData()
+
+audit_records = sa.Table(
+    "audit_records",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("ts", sa.Double, nullable=False),
+    sa.Column("event", sa.Text, nullable=False),
+    sa.Column("trace_id", sa.Text, nullable=False),
+    sa.Column("endpoint", sa.Text),
+    sa.Column("upstream", sa.Text),
+    sa.Column("era", sa.Text),
+    sa.Column("method", sa.Text),
+    sa.Column("name", sa.Text),
+    sa.Column("request_id", sa.Text),
+    sa.Column("status", sa.BigInteger),
+    sa.Column("error_code", sa.BigInteger),
+    sa.Column("latency_ms", sa.Double),
+    sa.Column("upstream_ms", sa.Double),
+    sa.Column("subject", sa.Text),
+    sa.Column("client_id", sa.Text),
+    sa.Column("session", sa.Text),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+audit_head = sa.Table(
+    "audit_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+sessions = sa.Table(
+    "sessions",
+    metadata,
+    sa.Column("session_id", sa.Text, primary_key=True),
+    sa.Column("endpoint", sa.Text),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("protocol_version", sa.Text, nullable=False),
+    sa.Column("mode", sa.Text, nullable=False),
+    sa.Column("upstream_session_id", sa.Text),
+    sa.Column("client_capabilities", sa.Text, nullable=False),  # JSON text
+    sa.Column("client_info", sa.Text, nullable=False),  # JSON text
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("last_seen", sa.Double, nullable=False),
+    sa.Column("replica", sa.Text, nullable=False),
+)

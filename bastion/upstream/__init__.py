@@ -1,0 +1,1 @@
+"""Upstream MCP servers: registry, HTTP client, supervised stdio processes, forwarding."""

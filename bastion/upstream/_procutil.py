@@ -1,0 +1,180 @@
+"""Small helpers for :mod:`bastion.upstream.stdio`: line splitting, stderr rate limiting,
+child environments, process-group signals and log-safe process keys."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import time
+from collections.abc import Callable, Mapping
+
+# Names copied from Bastion's environment when ``inherit_env`` is false.
+MINIMAL_ENV_NAMES = ("PATH", "HOME", "LANG")
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
+
+
+def key_label(key: str) -> str:
+    """How a process key appears in logs.
+
+    Short plain names ("shared", "alice") are logged as is. Anything longer or
+    stranger (session ids, opaque user ids) becomes a short hash, so a session id
+    never reaches a log line.
+    """
+    if _PLAIN_KEY.fullmatch(key):
+        return key
+    return "h:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def build_env(
+    *,
+    inherit: bool,
+    base: Mapping[str, str],
+    spec_env: Mapping[str, str],
+    extra_env: Mapping[str, str],
+) -> dict[str, str]:
+    """The child's environment: ``base`` (all of it, or only PATH/HOME/LANG), then
+    ``spec_env``, then ``extra_env``; later layers win."""
+    if inherit:
+        env = dict(base)
+    else:
+        env = {name: base[name] for name in MINIMAL_ENV_NAMES if name in base}
+    env.update(spec_env)
+    env.update(extra_env)
+    return env
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> bool:
+    """Send ``sig`` to a process group; False when the group no longer exists."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+class LineSplitter:
+    """Splits a byte stream on ``\\n`` into lines (without the delimiter).
+
+    A line longer than ``max_line`` bytes is either truncated to ``max_line``
+    (``truncate=True``, for logs) or dropped whole (for messages, where half a JSON
+    object is useless); ``on_oversize(total_bytes)`` is called once per such line.
+    Memory stays bounded by ``max_line`` plus one chunk.
+    """
+
+    __slots__ = ("_buffered", "_discarding", "_dropped", "_max", "_on_oversize", "_parts", "_truncate")
+
+    def __init__(
+        self, max_line: int, *, truncate: bool = False, on_oversize: Callable[[int], None] | None = None
+    ) -> None:
+        self._max = max_line
+        self._truncate = truncate
+        self._on_oversize = on_oversize
+        self._parts: list[bytes] = []
+        self._buffered = 0
+        self._discarding = False
+        self._dropped = 0
+
+    def feed(self, data: bytes) -> list[bytes]:
+        lines: list[bytes] = []
+        start = 0
+        find = data.find
+        while True:
+            end = find(b"\n", start)
+            if end < 0:
+                if start < len(data):
+                    self._hold(data[start:])
+                return lines
+            if self._discarding:
+                self._dropped += end - start
+                head = self._finish_oversized()
+                if head is not None:
+                    lines.append(head)
+            elif self._parts:
+                self._hold(data[start:end])
+                if self._discarding:
+                    head = self._finish_oversized()
+                    if head is not None:
+                        lines.append(head)
+                else:
+                    lines.append(b"".join(self._parts))
+                    self._parts.clear()
+                    self._buffered = 0
+            elif end - start > self._max:
+                self._dropped = end - start
+                self._discarding = True
+                if self._truncate:
+                    self._parts.append(data[start : start + self._max])
+                head = self._finish_oversized()
+                if head is not None:
+                    lines.append(head)
+            else:
+                lines.append(data[start:end])
+            start = end + 1
+
+    def finish(self) -> bytes | None:
+        """At end of stream: the last line if it had no trailing newline."""
+        if self._discarding:
+            return self._finish_oversized()
+        if not self._parts:
+            return None
+        line = b"".join(self._parts)
+        self._parts.clear()
+        self._buffered = 0
+        return line
+
+    def _hold(self, piece: bytes) -> None:
+        if self._discarding:
+            self._dropped += len(piece)
+            return
+        self._parts.append(piece)
+        self._buffered += len(piece)
+        if self._buffered > self._max:
+            self._discarding = True
+            self._dropped = self._buffered
+            if self._truncate:
+                head = b"".join(self._parts)[: self._max]
+                self._parts[:] = [head]
+            else:
+                self._parts.clear()
+            self._buffered = 0
+
+    def _finish_oversized(self) -> bytes | None:
+        if self._on_oversize is not None:
+            self._on_oversize(self._dropped)
+        self._discarding = False
+        self._dropped = 0
+        self._buffered = 0
+        head = b"".join(self._parts) if self._truncate and self._parts else None
+        self._parts.clear()
+        return head
+
+
+class RateLimiter:
+    """At most ``per_second`` events per one-second window; counts what it refuses."""
+
+    __slots__ = ("_clock", "_count", "_limit", "_window_start", "suppressed")
+
+    def __init__(self, per_second: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limit = per_second
+        self._clock = clock
+        self._window_start = clock()
+        self._count = 0
+        self.suppressed = 0
+
+    def allow(self) -> bool:
+        now = self._clock()
+        if now - self._window_start >= 1.0:
+            self._window_start = now
+            self._count = 0
+        self._count += 1
+        if self._count <= self._limit:
+            return True
+        self.suppressed += 1
+        return False
+
+    def take_suppressed(self) -> int:
+        count, self.suppressed = self.suppressed, 0
+        return count

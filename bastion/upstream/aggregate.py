@@ -1,0 +1,275 @@
+"""The aggregate endpoint ``/mcp``: every upstream's tools, resources and prompts behind one
+MCP server, named by the scheme in :mod:`bastion.upstream.naming`.
+
+Bastion terminates the protocol here: it answers initialize/discover itself (advertising
+every list capability; upstream links open lazily on first use), merges list results from
+all upstreams (all pages, concurrently; an unreachable upstream is left out and logged), and
+routes calls back by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, SERVER_INFO_META_KEY
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+from bastion.core.errors import (
+    BastionError,
+    HttpMethodNotAllowed,
+    InvalidParams,
+    InvalidRequest,
+    MethodNotFound,
+    SessionNotFound,
+    SessionRequired,
+    UnknownEndpoint,
+)
+from bastion.core.records import Era, InboundCall, MessageKind, Principal, UpstreamCredential
+from bastion.core.replies import EmptyReply, MessageReply, Reply
+from bastion.upstream import naming
+from bastion.upstream.eras import BASTION_INFO, negotiated_version, strip_envelope, to_modern_response
+from bastion.upstream.registry import Link, UpstreamEntry
+from bastion.upstream.relay import RelaySession, error_response, forward_cancel, run_on_route, single
+from bastion.upstream.routes import CallRoute
+from bastion.upstream.channel import LegacyChannel
+from bastion.upstream.sessions import SessionManager
+
+JsonObject = dict[str, Any]
+LinkFor = Callable[[UpstreamEntry], Awaitable[Link]]
+log = logging.getLogger("bastion.upstream")
+
+CAPABILITIES: JsonObject = {
+    "tools": {"listChanged": True},
+    "resources": {"subscribe": True, "listChanged": True},
+    "prompts": {"listChanged": True},
+    "logging": {},
+    "completions": {},
+}
+INSTRUCTIONS = (
+    "Bastion aggregate endpoint: tools and prompts are named <upstream>__<name>, "
+    "resource URIs <upstream>+<uri>."
+)
+_LISTS = {
+    "tools/list": "tools",
+    "prompts/list": "prompts",
+    "resources/list": "resources",
+    "resources/templates/list": "resourceTemplates",
+}
+_MAX_PAGES = 100
+
+
+class Aggregator:
+    def __init__(self, entries: dict[str, UpstreamEntry], sessions: SessionManager, relays: dict[str, RelaySession]) -> None:
+        self._entries = entries
+        self._sessions = sessions
+        self._relays = relays
+        self._init_params: dict[str, JsonObject] = {}
+
+    async def dispatch(self, call: InboundCall, principal: Principal, credential: UpstreamCredential) -> Reply:
+        if call.era is Era.MODERN:
+            return await self._modern(call, credential)
+        if call.session_id is None:
+            if call.http_method == "POST" and call.method == "initialize":
+                return await self._initialize(call, principal)
+            raise SessionRequired("Bad Request: Mcp-Session-Id header is required")
+        record = await self._sessions.resolve(call.session_id, None, principal.subject)
+        relay = self._relays.get(record.session_id)
+        if relay is None:
+            await self._sessions.drop(record.session_id)
+            raise SessionNotFound("Session not found")
+        return await self._legacy(relay, call, credential)
+
+    # -- legacy ----------------------------------------------------------------------------------
+
+    async def _initialize(self, call: InboundCall, principal: Principal) -> Reply:
+        params = call.params
+        version = negotiated_version(params.get("protocolVersion"))
+        record = await self._sessions.create(
+            endpoint=None,
+            subject=principal.subject,
+            protocol_version=version,
+            mode="relay",
+            client_capabilities=params.get("capabilities") or {},
+            client_info=params.get("clientInfo") or {},
+        )
+        self._relays[record.session_id] = RelaySession(record)
+        self._init_params[record.session_id] = {**params, "protocolVersion": version}
+        result = {"protocolVersion": version, "capabilities": CAPABILITIES, "serverInfo": BASTION_INFO,
+                  "instructions": INSTRUCTIONS}
+        response = {"jsonrpc": "2.0", "id": call.request_id, "result": result}
+        return MessageReply(messages=single(response), headers=((b"mcp-session-id", record.session_id.encode()),))
+
+    async def _legacy(self, relay: RelaySession, call: InboundCall, credential: UpstreamCredential) -> Reply:
+        if call.http_method == "GET":
+            return relay.open_stream()
+        if call.http_method == "DELETE":
+            relay.close()
+            self._relays.pop(relay.session_id, None)
+            self._init_params.pop(relay.session_id, None)
+            for entry in self._entries.values():
+                await entry.close_session(relay.session_id)
+            await self._sessions.drop(relay.session_id)
+            return EmptyReply(200)
+        init_params = self._init_params.get(relay.session_id, {})
+
+        async def link_for(entry: UpstreamEntry) -> Link:
+            link = await entry.session_link(relay.session_id, init_params, credential)
+            if isinstance(link, LegacyChannel) and link is not entry._shared and link.session_sink is None:
+                name = entry.name
+                link.session_sink = lambda m: relay.sink(naming.qualify_notification(name, m))
+                link.session_asker = relay.ask
+            return link
+
+        if call.kind is MessageKind.RESPONSE:
+            relay.broker.resolve(call.message)
+            return EmptyReply(202)
+        if call.kind is MessageKind.NOTIFICATION:
+            if call.method == "notifications/cancelled":
+                await forward_cancel(relay, call.message)
+            elif call.method == "notifications/roots/list_changed":
+                await self._broadcast(call.message, link_for)
+            return EmptyReply(202)
+        if call.method == "initialize":
+            raise InvalidRequest("Invalid Request: the session is already initialized")
+        route = CallRoute(relay.broker)
+        return self._run(call, route, link_for, Era.LEGACY, relay)
+
+    async def _broadcast(self, message: JsonObject, link_for: LinkFor) -> None:
+        for entry in self._entries.values():
+            try:
+                link = await link_for(entry)
+                await link.notify(message)
+            except BastionError as err:
+                log.info("aggregate: %s not notified: %s", entry.name, err.message)
+
+    # -- modern ----------------------------------------------------------------------------------
+
+    async def _modern(self, call: InboundCall, credential: UpstreamCredential) -> Reply:
+        if call.http_method != "POST":
+            raise HttpMethodNotAllowed("Method Not Allowed: the 2026-07-28 transport uses POST only")
+        if call.kind is not MessageKind.REQUEST:
+            return EmptyReply(202)
+        if call.method == "server/discover":
+            result = {"supportedVersions": list(MODERN_PROTOCOL_VERSIONS), "capabilities": CAPABILITIES,
+                      "instructions": INSTRUCTIONS, "resultType": "complete", "cacheScope": "public", "ttlMs": 0,
+                      "_meta": {SERVER_INFO_META_KEY: BASTION_INFO}}
+            return MessageReply(messages=single({"jsonrpc": "2.0", "id": call.request_id, "result": result}))
+        meta = call.params.get("_meta") or {}
+
+        async def link_for(entry: UpstreamEntry) -> Link:
+            eras = await entry.eras()
+            if entry.http is not None and eras.modern:
+                return entry.modern_link(meta, credential, resolve_input=False)
+            return await entry.shared_channel(credential)
+
+        route = CallRoute(None, can_ask=False)
+        return self._run(call, route, link_for, Era.MODERN, None, caps=meta.get(CLIENT_CAPABILITIES_META_KEY))
+
+    # -- shared ------------------------------------------------------------------------------------
+
+    def _run(
+        self,
+        call: InboundCall,
+        route: CallRoute,
+        link_for: LinkFor,
+        era: Era,
+        relay: RelaySession | None,
+        caps: object = None,
+    ) -> Reply:
+        method = call.method or ""
+        message = strip_envelope(call.message) if era is Era.MODERN else call.message
+
+        async def work() -> JsonObject:
+            response = await self._handle(method, message, route, link_for, era)
+            return to_modern_response(method, response) if era is Era.MODERN else response
+
+        on_done = None
+        if relay is not None:
+            relay.client_ids[call.request_id] = (None, route)
+            on_done = lambda _r: relay.client_ids.pop(call.request_id, None)  # noqa: E731
+        return run_on_route(route, call.request_id, work, on_done=on_done)
+
+    async def _handle(self, method: str, message: JsonObject, route: CallRoute, link_for: LinkFor, era: Era) -> JsonObject:
+        request_id = message.get("id")
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        assert isinstance(params, dict)
+        if method == "ping":
+            return {"jsonrpc": "2.0", "id": request_id, "result": {}}
+        if method in _LISTS:
+            return await self._merged_list(method, message, route, link_for)
+        if method == "logging/setLevel":
+            await asyncio.gather(*(self._try(e, message, route, link_for) for e in self._entries.values()))
+            return {"jsonrpc": "2.0", "id": request_id, "result": {}}
+        entry, rewritten = self._target(method, params)
+        link = await link_for(entry)
+        response = await link.request({**message, "params": rewritten}, route)
+        if method == "resources/read" and isinstance(response.get("result"), dict):
+            response = {**response, "result": naming.qualify_contents(entry.name, response["result"])}
+        return response
+
+    def _entry(self, name: str | None) -> UpstreamEntry:
+        entry = self._entries.get(name or "")
+        if entry is None:
+            raise InvalidParams(f"Unknown upstream '{name}' in the aggregate name")
+        return entry
+
+    def _target(self, method: str, params: JsonObject) -> tuple[UpstreamEntry, JsonObject]:
+        if method in ("tools/call", "prompts/get"):
+            split = naming.split_tool_name(str(params.get("name", "")))
+            if split is None:
+                raise InvalidParams("Invalid params: names here are <upstream>__<name>")
+            return self._entry(split[0]), {**params, "name": split[1]}
+        if method in ("resources/read", "resources/subscribe", "resources/unsubscribe"):
+            split = naming.split_resource_uri(str(params.get("uri", "")))
+            if split is None:
+                raise InvalidParams("Invalid params: resource URIs here are <upstream>+<uri>")
+            return self._entry(split[0]), {**params, "uri": split[1]}
+        if method == "completion/complete":
+            ref = params.get("ref") if isinstance(params.get("ref"), dict) else {}
+            assert isinstance(ref, dict)
+            if ref.get("type") == "ref/prompt":
+                split = naming.split_tool_name(str(ref.get("name", "")))
+                new_ref = {**ref, "name": split[1]} if split else ref
+            else:
+                split = naming.split_resource_uri(str(ref.get("uri", "")))
+                new_ref = {**ref, "uri": split[1]} if split else ref
+            if split is None:
+                raise InvalidParams("Invalid params: completion ref does not name an upstream")
+            return self._entry(split[0]), {**params, "ref": new_ref}
+        raise MethodNotFound(f"Method not found: {method}")
+
+    async def _try(self, entry: UpstreamEntry, message: JsonObject, route: CallRoute, link_for: LinkFor) -> JsonObject | None:
+        try:
+            link = await link_for(entry)
+            return await link.request(message, route)
+        except BastionError as err:
+            log.warning("aggregate: upstream %s left out: %s", entry.name, err.message)
+            return None
+
+    async def _merged_list(self, method: str, message: JsonObject, route: CallRoute, link_for: LinkFor) -> JsonObject:
+        kind = _LISTS[method]
+
+        async def collect(entry: UpstreamEntry) -> list[JsonObject]:
+            items: list[JsonObject] = []
+            params = {k: v for k, v in (message.get("params") or {}).items() if k != "cursor"}
+            for _ in range(_MAX_PAGES):
+                response = await self._try(entry, {**message, "params": params}, route, link_for)
+                result = response.get("result") if response else None
+                if not isinstance(result, dict):
+                    break
+                items.extend(naming.qualify_items(entry.name, kind, result.get(kind) or []))
+                cursor = result.get("nextCursor")
+                if not isinstance(cursor, str):
+                    break
+                params = {**params, "cursor": cursor}
+            return items
+
+        groups = await asyncio.gather(*(collect(e) for e in self._entries.values()))
+        merged = [item for group in groups for item in group]
+        return {"jsonrpc": "2.0", "id": message.get("id"), "result": {kind: merged}}
+
+
+__all__ = ["Aggregator", "UnknownEndpoint", "error_response"]

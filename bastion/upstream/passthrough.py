@@ -1,0 +1,119 @@
+"""The fast path: a client and an HTTP upstream that speak the same era.
+
+The JSON-RPC body is forwarded byte for byte and the response streamed back chunk by chunk.
+Bastion changes only what it must: its own session id for the upstream's, its own headers for
+the client's (the client's Authorization never travels upstream), and upstream failures
+become JSON-RPC errors naming the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import aiohttp
+
+from bastion.core.errors import UpstreamFailed
+from bastion.core.records import Era, InboundCall, Principal, SessionRecord, UpstreamCredential
+from bastion.core.replies import ByteReply, Headers
+from bastion.upstream.http import HttpUpstreamClient
+from bastion.upstream.sessions import SessionManager
+
+_RESPONSE_HEADERS = frozenset({"content-type", "content-length", "cache-control", "x-accel-buffering"})
+_SMALL_BODY = 256 * 1024  # read JSON bodies up to this size whole: one ASGI send instead of several
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardPlan:
+    call: InboundCall
+    principal: Principal
+    credential: UpstreamCredential
+    session: SessionRecord | None
+
+
+def request_headers(call: InboundCall, credential: UpstreamCredential, upstream_session: str | None) -> list[tuple[str, str]]:
+    headers: list[tuple[str, str]] = []
+    if call.http_method == "POST":
+        headers.append(("content-type", "application/json"))
+    headers.append(("accept", call.accept or "application/json, text/event-stream"))
+    if call.protocol_version:
+        headers.append(("mcp-protocol-version", call.protocol_version))
+    if call.era is Era.MODERN and call.method is not None:
+        headers.append(("mcp-method", call.method))
+        if call.name is not None:
+            headers.append(("mcp-name", call.name))
+    if call.last_event_id is not None:
+        headers.append(("last-event-id", call.last_event_id))
+    if upstream_session is not None:
+        headers.append(("mcp-session-id", upstream_session))
+    headers.extend(call.extra_headers)
+    headers.extend(credential.headers)
+    return headers
+
+
+class Passthrough:
+    def __init__(self, client: HttpUpstreamClient, sessions: SessionManager) -> None:
+        self._client = client
+        self._sessions = sessions
+        self._name = client.name
+        self._request_timeout = client.spec.timeouts.request
+
+    async def forward(self, plan: ForwardPlan) -> ByteReply:
+        call = plan.call
+        upstream_session = plan.session.upstream_session_id if plan.session is not None else None
+        headers = request_headers(call, plan.credential, upstream_session)
+        body = call.body if call.http_method == "POST" else None
+        streaming_get = call.http_method == "GET"
+        response = await self._client.request(
+            call.http_method, headers, body, timeout=self._client.spec.timeouts.connect + self._request_timeout
+        )
+        status = response.status
+        if status in (401, 403):
+            response.release()
+            raise UpstreamFailed(self._name, f"rejected Bastion's credentials (HTTP {status})")
+        if status >= 500:
+            response.release()
+            raise UpstreamFailed(self._name, f"answered HTTP {status}")
+        out_headers = await self._response_headers(plan, response)
+        content_type = response.headers.get("content-type", "")
+        is_sse = content_type.startswith("text/event-stream")
+        if status == 404 and plan.session is not None:
+            await self._sessions.drop(plan.session.session_id)
+        if call.http_method == "DELETE" and plan.session is not None and status < 300:
+            await self._sessions.drop(plan.session.session_id)
+        length = response.content_length
+        if not is_sse and length is not None and length <= _SMALL_BODY:
+            try:
+                async with asyncio.timeout(self._request_timeout):
+                    data = await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                from bastion.upstream.http import map_client_error
+
+                raise map_client_error(self._name, exc) from None
+            finally:
+                response.release()
+            return ByteReply(status, out_headers, None, data, False, self._name)
+        loop = asyncio.get_running_loop()
+        deadline = None if streaming_get else loop.time() + self._request_timeout
+        return ByteReply(status, out_headers, self._client.iter_chunks(response, deadline), b"", is_sse, self._name)
+
+    async def _response_headers(self, plan: ForwardPlan, response: aiohttp.ClientResponse) -> Headers:
+        out: list[tuple[bytes, bytes]] = []
+        for key, value in response.raw_headers:
+            if key.decode("latin-1").lower() in _RESPONSE_HEADERS:
+                out.append((key.lower(), value))
+        upstream_session = response.headers.get("mcp-session-id")
+        if upstream_session is not None and plan.call.method == "initialize" and plan.session is None:
+            record = await self._sessions.create(
+                endpoint=plan.call.endpoint,
+                subject=plan.principal.subject,
+                protocol_version=str(plan.call.params.get("protocolVersion", "")),
+                mode="passthrough",
+                upstream_session_id=upstream_session,
+                client_capabilities=plan.call.params.get("capabilities") or {},
+                client_info=plan.call.params.get("clientInfo") or {},
+            )
+            out.append((b"mcp-session-id", record.session_id.encode()))
+        elif plan.session is not None:
+            out.append((b"mcp-session-id", plan.session.session_id.encode()))
+        return tuple(out)

@@ -1,0 +1,235 @@
+"""One entry per configured upstream: its HTTP client or stdio processes, the eras it speaks,
+and the channels Bastion holds with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from mcp_types.version import LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
+
+from bastion.config.model import Upstream
+from bastion.core.errors import UpstreamError, UpstreamUnavailable
+from bastion.core.records import UpstreamCredential
+from bastion.upstream.channel import LegacyChannel
+from bastion.upstream.eras import BASTION_CLIENT_INIT, envelope
+from bastion.upstream.http import HttpUpstreamClient
+from bastion.upstream.http_session import HttpSessionTransport
+from bastion.upstream.modern_link import ModernLink
+from bastion.upstream.routes import CallRoute
+from bastion.upstream.stdio import StdioProcess
+
+JsonObject = dict[str, Any]
+log = logging.getLogger("bastion.upstream")
+
+
+class Link(Protocol):
+    """A way to send client requests to one upstream (a LegacyChannel or a ModernLink)."""
+
+    initialize_result: JsonObject | None
+
+    async def request(self, message: JsonObject, route: CallRoute, timeout: float | None = None) -> JsonObject: ...
+
+    async def notify(self, message: JsonObject) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EraSupport:
+    legacy: bool
+    modern: bool
+    discover_result: JsonObject | None = None
+
+
+class _ProcessTransport:
+    def __init__(self, process: StdioProcess) -> None:
+        self.process = process
+
+    async def send(self, message: JsonObject) -> None:
+        await self.process.send(message)
+
+    async def close(self) -> None:
+        await self.process.stop()
+
+
+class UpstreamEntry:
+    def __init__(self, config: Upstream) -> None:
+        self.config = config
+        self.name = config.name
+        self.http: HttpUpstreamClient | None = HttpUpstreamClient(config.name, config.http) if config.http else None
+        self._eras: EraSupport | None = None
+        self._era_lock = asyncio.Lock()
+        self._shared: LegacyChannel | None = None
+        self._shared_lock = asyncio.Lock()
+        self._session_links: dict[str, Link] = {}
+
+    @property
+    def is_stdio(self) -> bool:
+        return self.config.stdio is not None
+
+    @property
+    def timeouts(self) -> Any:
+        spec = self.config.http or self.config.stdio
+        assert spec is not None
+        return spec.timeouts
+
+    # -- eras ----------------------------------------------------------------------------------
+
+    async def eras(self) -> EraSupport:
+        if self.is_stdio:
+            return EraSupport(legacy=True, modern=False)
+        if self._eras is not None:
+            return self._eras
+        async with self._era_lock:
+            if self._eras is None:
+                self._eras = await self._probe()
+            return self._eras
+
+    async def _probe(self) -> EraSupport:
+        """Ask the upstream which eras it serves: server/discover, then initialize (+ DELETE)."""
+        assert self.http is not None
+        modern_link = ModernLink(self.http, capabilities={}, client_info=BASTION_CLIENT_INIT["clientInfo"])
+        discover: JsonObject | None = None
+        try:
+            discover = await modern_link.discover()
+        except UpstreamUnavailable:
+            raise
+        except UpstreamError:
+            discover = None
+        modern = discover is not None and LATEST_MODERN_VERSION in (discover.get("supportedVersions") or [])
+        legacy = await self._probe_legacy()
+        if not (legacy or modern):
+            legacy = True  # let the client's own request produce the upstream's error
+        support = EraSupport(legacy=legacy, modern=modern, discover_result=discover if modern else None)
+        log.info("upstream %s speaks: legacy=%s modern=%s", self.name, legacy, modern)
+        return support
+
+    async def _probe_legacy(self) -> bool:
+        assert self.http is not None
+        body = orjson.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": BASTION_CLIENT_INIT})
+        headers = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")]
+        try:
+            response = await self.http.request("POST", headers, body)
+        except UpstreamError:
+            return False
+        session = response.headers.get("mcp-session-id")
+        ok = response.status == 200
+        response.release()
+        if ok and session is not None:
+            with contextlib.suppress(UpstreamError):
+                delete = await self.http.request(
+                    "DELETE",
+                    [("mcp-session-id", session), ("mcp-protocol-version", LATEST_HANDSHAKE_VERSION)],
+                    None,
+                )
+                delete.release()
+        return ok
+
+    def forget_eras(self) -> None:
+        self._eras = None
+
+    # -- channels ------------------------------------------------------------------------------
+
+    async def shared_channel(self, credential: UpstreamCredential) -> LegacyChannel:
+        """The channel Bastion itself initialized (modern clients, aggregate, isolation: shared)."""
+        if self._shared is not None and not self._shared.closed:
+            return self._shared
+        async with self._shared_lock:
+            if self._shared is None or self._shared.closed:
+                self._shared = await self.open_channel(dict(BASTION_CLIENT_INIT), "shared", credential)
+            return self._shared
+
+    async def open_channel(self, init_params: JsonObject, key: str, credential: UpstreamCredential) -> LegacyChannel:
+        channel = LegacyChannel(self.name, init_params, self.timeouts)
+        if self.config.stdio is not None:
+            process = StdioProcess(
+                self.name,
+                self.config.stdio,
+                key=key,
+                extra_env=dict(credential.env),
+                on_message=channel.on_message,
+                on_started=channel.handshake,
+                on_exited=lambda code: channel.transport_lost(f"process exited (code {code})"),
+                supervise=True,
+                logger=logging.getLogger(f"bastion.upstream.{self.name}"),
+            )
+            channel.attach(_ProcessTransport(process))
+            await process.start()
+            return channel
+        assert self.http is not None
+        transport = HttpSessionTransport(
+            self.http,
+            channel.on_message,
+            extra_headers=credential.headers,
+            on_lost=lambda reason: self._rehandshake(channel, reason),
+        )
+        channel.attach(transport)
+        await channel.handshake()
+        return channel
+
+    def _rehandshake(self, channel: LegacyChannel, reason: str) -> None:
+        channel.transport_lost(reason)
+        if not channel.closed:
+            task = asyncio.ensure_future(channel.handshake())
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def session_link(
+        self, session_id: str, init_params: JsonObject, credential: UpstreamCredential
+    ) -> Link:
+        """The link a legacy client session uses: its own channel (full fidelity) or the shared one."""
+        link = self._session_links.get(session_id)
+        if link is not None:
+            return link
+        eras = await self.eras()
+        if self.config.stdio is not None and self.config.stdio.isolation == "shared":
+            return await self.shared_channel(credential)
+        if not self.is_stdio and not eras.legacy:
+            assert self.http is not None
+            modern = ModernLink(
+                self.http,
+                capabilities=dict(init_params.get("capabilities") or {}),
+                client_info=init_params.get("clientInfo"),
+                extra_headers=credential.headers,
+            )
+            modern.initialize_result = None
+            link = modern
+        else:
+            link = await self.open_channel(init_params, session_id, credential)
+        self._session_links[session_id] = link
+        return link
+
+    def modern_link(self, meta: JsonObject, credential: UpstreamCredential, resolve_input: bool) -> ModernLink:
+        assert self.http is not None
+        from bastion.upstream.eras import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY
+
+        return ModernLink(
+            self.http,
+            capabilities=dict(meta.get(CLIENT_CAPABILITIES_META_KEY) or {}),
+            client_info=meta.get(CLIENT_INFO_META_KEY),
+            extra_headers=credential.headers,
+            resolve_input=resolve_input,
+        )
+
+    async def close_session(self, session_id: str) -> None:
+        link = self._session_links.pop(session_id, None)
+        if link is not None and link is not self._shared:
+            await link.close()
+
+    async def close(self) -> None:
+        for session_id in list(self._session_links):
+            await self.close_session(session_id)
+        if self._shared is not None:
+            await self._shared.close()
+            self._shared = None
+        if self.http is not None:
+            await self.http.close()
+
+
+def envelope_for(protocol_version: str, capabilities: JsonObject, info: JsonObject | None) -> JsonObject:
+    return envelope(protocol_version, capabilities, info)

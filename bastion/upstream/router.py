@@ -1,0 +1,214 @@
+"""The upstream stage's entry: decide, per endpoint and era, how a call reaches its upstream.
+
+| client era | upstream                 | path                                              |
+|------------|--------------------------|---------------------------------------------------|
+| legacy     | HTTP speaking legacy     | passthrough (bytes), Bastion's session id mapped  |
+| modern     | HTTP speaking modern     | passthrough (bytes)                               |
+| legacy     | HTTP modern-only         | relay session over a ModernLink (bridged)         |
+| modern     | HTTP legacy-only         | shared LegacyChannel (bridged)                    |
+| legacy     | stdio                    | relay session; own process per session by default |
+| modern     | stdio                    | shared process (bridged)                          |
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bastion.config.model import Settings
+from bastion.core.errors import (
+    HttpMethodNotAllowed,
+    InvalidRequest,
+    SessionNotFound,
+    SessionRequired,
+    UnknownEndpoint,
+)
+from bastion.core.records import Era, InboundCall, MessageKind, Principal, SessionRecord, UpstreamCredential
+from bastion.core.replies import EmptyReply, MessageReply, Reply
+from bastion.upstream.aggregate import Aggregator
+from bastion.upstream.channel import LegacyChannel
+from bastion.upstream.eras import (
+    discover_from_initialize,
+    initialize_from_discover,
+    negotiated_version,
+    strip_envelope,
+    to_modern_response,
+)
+from bastion.upstream.passthrough import ForwardPlan, Passthrough
+from bastion.upstream.registry import UpstreamEntry
+from bastion.upstream.relay import RelaySession, forward_cancel, run_on_route, single
+from bastion.upstream.routes import CallRoute
+from bastion.upstream.sessions import SessionManager
+
+JsonObject = dict[str, Any]
+log = logging.getLogger("bastion.upstream")
+
+
+class UpstreamStage:
+    def __init__(self, settings: Settings, sessions: SessionManager) -> None:
+        self.sessions = sessions
+        self.entries = {u.name: UpstreamEntry(u) for u in settings.upstreams}
+        self.passthrough = {
+            name: Passthrough(entry.http, sessions) for name, entry in self.entries.items() if entry.http is not None
+        }
+        self.relays: dict[str, RelaySession] = {}
+        self.aggregate = Aggregator(self.entries, sessions, self.relays) if settings.aggregate.enabled else None
+        sessions.on_expired.append(self._expired)
+
+    def known(self, endpoint: str | None) -> bool:
+        return self.aggregate is not None if endpoint is None else endpoint in self.entries
+
+    async def dispatch(self, call: InboundCall, principal: Principal, credential: UpstreamCredential) -> Reply:
+        if call.endpoint is None:
+            if self.aggregate is None:
+                raise UnknownEndpoint("No aggregate endpoint: it is disabled in the configuration")
+            return await self.aggregate.dispatch(call, principal, credential)
+        entry = self.entries.get(call.endpoint)
+        if entry is None:
+            raise UnknownEndpoint(f"No upstream named '{call.endpoint}'")
+        if call.era is Era.MODERN:
+            return await self._modern(entry, call, principal, credential)
+        return await self._legacy(entry, call, principal, credential)
+
+    # -- legacy era ------------------------------------------------------------------------------
+
+    async def _legacy(
+        self, entry: UpstreamEntry, call: InboundCall, principal: Principal, credential: UpstreamCredential
+    ) -> Reply:
+        if call.session_id is not None:
+            record = await self.sessions.resolve(call.session_id, call.endpoint, principal.subject)
+            if record.mode == "passthrough":
+                return await self.passthrough[entry.name].forward(ForwardPlan(call, principal, credential, record))
+            relay = self.relays.get(record.session_id)
+            if relay is None:  # held by a replica that is gone, or by this process before a restart
+                await self.sessions.drop(record.session_id)
+                raise SessionNotFound("Session not found")
+            return await self._relay(entry, relay, call, credential)
+        eras = await entry.eras()
+        if entry.http is not None and eras.legacy:
+            return await self.passthrough[entry.name].forward(ForwardPlan(call, principal, credential, None))
+        if call.http_method == "POST" and call.method == "initialize":
+            return await self._relay_initialize(entry, call, principal, credential)
+        raise SessionRequired("Bad Request: Mcp-Session-Id header is required")
+
+    async def _relay_initialize(
+        self, entry: UpstreamEntry, call: InboundCall, principal: Principal, credential: UpstreamCredential
+    ) -> Reply:
+        params = call.params
+        version = negotiated_version(params.get("protocolVersion"))
+        record = await self.sessions.create(
+            endpoint=entry.name,
+            subject=principal.subject,
+            protocol_version=version,
+            mode="relay",
+            client_capabilities=params.get("capabilities") or {},
+            client_info=params.get("clientInfo") or {},
+        )
+        relay = RelaySession(record)
+        try:
+            link = await entry.session_link(record.session_id, {**params, "protocolVersion": version}, credential)
+        except BaseException:
+            await self.sessions.drop(record.session_id)
+            raise
+        self.relays[record.session_id] = relay
+        if isinstance(link, LegacyChannel) and link.init_params is not None and link is not entry._shared:
+            link.session_sink = relay.sink
+            link.session_asker = relay.ask
+        result = self._initialize_result(link, entry, version)
+        response = {"jsonrpc": "2.0", "id": call.request_id, "result": result}
+        return MessageReply(
+            messages=single(response),
+            headers=((b"mcp-session-id", record.session_id.encode()),),
+            upstream=entry.name,
+        )
+
+    @staticmethod
+    def _initialize_result(link: Any, entry: UpstreamEntry, version: str) -> JsonObject:
+        if link.initialize_result is not None:
+            return {**link.initialize_result, "protocolVersion": version}
+        eras = entry._eras
+        discover = eras.discover_result if eras is not None else None
+        return initialize_from_discover(discover or {}, version)
+
+    async def _relay(
+        self, entry: UpstreamEntry, relay: RelaySession, call: InboundCall, credential: UpstreamCredential
+    ) -> Reply:
+        if call.http_method == "GET":
+            return relay.open_stream()
+        if call.http_method == "DELETE":
+            await self.close_relay(relay.session_id)
+            return EmptyReply(200, upstream=entry.name)
+        link = await entry.session_link(relay.session_id, {}, credential)
+        message = call.message
+        if call.kind is MessageKind.RESPONSE:
+            relay.broker.resolve(message)
+            return EmptyReply(202, upstream=entry.name)
+        if call.kind is MessageKind.NOTIFICATION:
+            if call.method == "notifications/cancelled":
+                await forward_cancel(relay, message)
+            elif call.method != "notifications/initialized":
+                await link.notify(message)
+            return EmptyReply(202, upstream=entry.name)
+        if call.method == "initialize":
+            raise InvalidRequest("Invalid Request: the session is already initialized")
+        route = CallRoute(relay.broker)
+        relay.client_ids[call.request_id] = (link, route)
+        return run_on_route(
+            route,
+            call.request_id,
+            lambda: link.request(message, route),
+            upstream=entry.name,
+            on_done=lambda _r: relay.client_ids.pop(call.request_id, None),
+        )
+
+    async def close_relay(self, session_id: str) -> None:
+        relay = self.relays.pop(session_id, None)
+        if relay is not None:
+            relay.close()
+        for entry in self.entries.values():
+            await entry.close_session(session_id)
+        await self.sessions.drop(session_id)
+
+    def _expired(self, session_id: str) -> None:
+        relay = self.relays.pop(session_id, None)
+        if relay is not None:
+            relay.close()
+            for entry in self.entries.values():
+                link = entry._session_links.pop(session_id, None)
+                if link is not None and link is not entry._shared:
+                    import asyncio
+
+                    asyncio.ensure_future(link.close())
+
+    # -- modern era ------------------------------------------------------------------------------
+
+    async def _modern(
+        self, entry: UpstreamEntry, call: InboundCall, principal: Principal, credential: UpstreamCredential
+    ) -> Reply:
+        if call.http_method != "POST":
+            raise HttpMethodNotAllowed("Method Not Allowed: the 2026-07-28 transport uses POST only")
+        eras = await entry.eras()
+        if entry.http is not None and eras.modern:
+            return await self.passthrough[entry.name].forward(ForwardPlan(call, principal, credential, None))
+        if call.kind is not MessageKind.REQUEST:
+            return EmptyReply(202, upstream=entry.name)  # no client→server notifications on this wire
+        channel = await entry.shared_channel(credential)
+        if call.method == "server/discover":
+            assert channel.initialize_result is not None
+            response = {"jsonrpc": "2.0", "id": call.request_id, "result": discover_from_initialize(channel.initialize_result)}
+            return MessageReply(messages=single(response), upstream=entry.name)
+        route = CallRoute(None, can_ask=False)
+        message = strip_envelope(call.message)
+        method = call.method
+
+        async def work() -> JsonObject:
+            return to_modern_response(method, await channel.request(message, route))
+
+        return run_on_route(route, call.request_id, work, upstream=entry.name)
+
+    async def close(self) -> None:
+        for session_id in list(self.relays):
+            relay = self.relays.pop(session_id)
+            relay.close()
+        for entry in self.entries.values():
+            await entry.close()

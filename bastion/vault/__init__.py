@@ -1,0 +1,1 @@
+"""The vault stage: (Principal, Decision) → UpstreamCredential."""
