@@ -72,6 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.duration = args.duration or (1.5 if args.quick else 3.0)
     args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
+    args.request_timeout = 5.0 if args.quick else 10.0
     args.repeat = max(1, min(args.repeat or (1 if args.quick else 3), 9))
     if args.out is None and not args.quick:
         args.out = REPO / "docs" / "benchmarks.md"
@@ -236,6 +237,7 @@ def one_cell(
         warmup=args.warmup,
         token=token,
         cpu_probe=probe,
+        request_timeout=args.request_timeout,
     )
     name = service.name if service else "direct"
     cpu = cell.cpu_us_per_call("gateway" if service else "upstream")

@@ -214,7 +214,12 @@ async def run_cell(
                     result.first_error = result.first_error or f"HTTP {status}: {payload[:200]!r}"
 
         if warmup > 0:
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            # Warm-up requests still in flight a second after its end are abandoned, not awaited.
+            tasks = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
+            _, stragglers = await asyncio.wait(tasks, timeout=warmup + 1.0)
+            for task in stragglers:
+                task.cancel()
+            await asyncio.gather(*stragglers, return_exceptions=True)
         recording = True
         before = cpu_probe() if cpu_probe else {}
         started = time.perf_counter()

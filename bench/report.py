@@ -85,7 +85,7 @@ def summary_table(run: RunResults, era: str) -> list[str]:
         if target.key == "direct" or not lo or not lo.ok or not direct_lo:
             plus = "—"
         else:
-            plus = f"+{lo.p50_ms - direct_lo.p50_ms:.2f}"
+            plus = f"{lo.p50_ms - direct_lo.p50_ms:+.2f}"
         ratio = f"{mid.rps / direct_mid.rps:.2f}{X}" if mid and direct_mid and direct_mid.rps else "—"
         cpu = _num(_gateway_cpu(mid, target.key))
         if target.key == "direct":
@@ -147,7 +147,7 @@ def bastion_targets(run: RunResults, era: str) -> list[str]:
     ]
     if lo and lo.ok and d_lo:
         added = lo.p50_ms - d_lo.p50_ms
-        out.append(_verdict(added <= 1.5, f"p50 ≤ +1.5 ms at c={c_lo}: +{added:.2f} ms"))
+        out.append(_verdict(added <= 1.5, f"p50 ≤ +1.5 ms at c={c_lo}: {added:+.2f} ms"))
     if mid and mid.ok and d_mid and d_mid.rps:
         ratio = mid.rps / d_mid.rps
         out.append(_verdict(ratio >= 0.45, f"≥ 0.45{X} direct throughput at c={c_mid}: {ratio:.2f}{X}"))
@@ -185,7 +185,8 @@ def _first_errors(run: RunResults) -> Iterable[str]:
             if failed:
                 c, first = failed[0]
                 errors = sum(cell.errors + cell.timeouts for _, cell in failed)
-                yield f"- {era} {key}: {errors} failed calls; first (c={c}): `{_clip(first.first_error or '')}`"
+                detail = _clip(first.first_error or "")
+                yield f"- {era} {key}: {errors} failed calls; first (c={c}): `{detail}`"
 
 
 def _clip(text: str, limit: int = 160) -> str:

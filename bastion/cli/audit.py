@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bastion.audit.chain import verify_store
@@ -28,7 +29,7 @@ async def _open(config: Path) -> Store:
         # migrate=False: reading the log must never change the schema.
         return await open_store(settings.storage, migrate=False)
     except SchemaOutOfDate as exc:
-        console.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(exc))}", markup=True, highlight=False)
         raise typer.Exit(2) from None
 
 
@@ -114,7 +115,7 @@ async def _verify(config: Path) -> bool:
     if result.ok:
         out.print(result.describe())
     else:
-        console.print(f"[red]{result.describe()}[/red]", markup=True, highlight=False)
+        console.print(f"[red]{escape(result.describe())}[/red]", markup=True, highlight=False)
     return result.ok
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bastion.cli.common import DEFAULT_CONFIG, ConfigOption, console, load_settings
 from bastion.store import upgrade
@@ -25,7 +26,9 @@ def upgrade_command(config: ConfigOption = DEFAULT_CONFIG) -> None:
         # Only the first line: driver errors can be long; the URL is shown without its password.
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         console.print(
-            f"[red]error:[/red] {redact_url(settings.storage)}: {first}", markup=True, highlight=False
+            f"[red]error:[/red] {escape(redact_url(settings.storage))}: {escape(first)}",
+            markup=True,
+            highlight=False,
         )
         raise typer.Exit(1) from None
-    out.print(f"{redact_url(settings.storage)} is at schema revision {revision}")
+    out.print(f"{redact_url(settings.storage)} is at schema revision {revision}", markup=False)

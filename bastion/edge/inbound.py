@@ -71,7 +71,8 @@ async def read_body(receive: Receive, limit: int, declared: str | None) -> bytes
 def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in raw:
-        out[key.decode("latin-1")] = value.decode("latin-1")
+        # RFC 9110 §5.5: leading/trailing whitespace is not part of a field value
+        out[key.decode("latin-1")] = value.decode("latin-1").strip(" \t")
     return out
 
 

@@ -89,9 +89,13 @@ def normalize(record: AuditRecord) -> AuditRecord:
     return dataclasses.replace(record, **changes) if changes else record
 
 
+# Computed once: dataclasses.fields() per call costs more than the rest of the hashing.
+FIELD_NAMES: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(AuditRecord))
+
+
 def record_fields(record: AuditRecord) -> dict[str, Any]:
     """The record's fields as a plain dict (column values and JSON object keys)."""
-    return {field.name: getattr(record, field.name) for field in dataclasses.fields(record)}
+    return {name: getattr(record, name) for name in FIELD_NAMES}
 
 
 def canonical_json(record: AuditRecord) -> bytes:

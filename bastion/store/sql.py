@@ -25,7 +25,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bastion.core.records import AuditRecord, SessionRecord, StoredAuditRecord
-from bastion.store.hashing import link_hash, normalize, record_fields
+from bastion.store.hashing import FIELD_NAMES, link_hash, normalize, record_fields
 from bastion.store.tables import HEAD_ID, audit_head, audit_records, sessions
 
 log = logging.getLogger(__name__)
@@ -118,13 +118,10 @@ async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnectio
 
 
 def _stored(row: sa.RowMapping) -> StoredAuditRecord:
-    fields = {name: row[name] for name in record_fields(_EMPTY_RECORD)}
+    fields = {name: row[name] for name in FIELD_NAMES}
     return StoredAuditRecord(
         seq=row["seq"], record=AuditRecord(**fields), prev_hash=row["prev_hash"], hash=row["hash"]
     )
-
-
-_EMPTY_RECORD = AuditRecord(ts=0.0, event="", trace_id="")
 
 
 class SqlAuditStore:

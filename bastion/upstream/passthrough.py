@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import aiohttp
 
 from bastion.core.errors import UpstreamFailed
-from bastion.core.records import Era, InboundCall, Principal, SessionRecord, UpstreamCredential
+from bastion.core.records import Era, InboundCall, MessageKind, Principal, SessionRecord, UpstreamCredential
 from bastion.core.replies import ByteReply, Headers
-from bastion.upstream.http import HttpUpstreamClient
+from bastion.upstream.http import HttpUpstreamClient, map_client_error
 from bastion.upstream.sessions import SessionManager
 
 _RESPONSE_HEADERS = frozenset({"content-type", "content-length", "cache-control", "x-accel-buffering"})
@@ -74,9 +74,14 @@ class Passthrough:
         if status >= 500:
             response.release()
             raise UpstreamFailed(self._name, f"answered HTTP {status}")
-        out_headers = await self._response_headers(plan, response)
         content_type = response.headers.get("content-type", "")
         is_sse = content_type.startswith("text/event-stream")
+        if status < 300 and status != 202 and call.kind is MessageKind.REQUEST and not (
+            is_sse or content_type.startswith("application/json")
+        ):
+            response.release()
+            raise UpstreamFailed(self._name, f"answered {content_type or 'without a content type'}, not JSON-RPC")
+        out_headers = await self._response_headers(plan, response)
         if status == 404 and plan.session is not None:
             await self._sessions.drop(plan.session.session_id)
         if call.http_method == "DELETE" and plan.session is not None and status < 300:
@@ -87,8 +92,6 @@ class Passthrough:
                 async with asyncio.timeout(self._request_timeout):
                     data = await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
-                from bastion.upstream.http import map_client_error
-
                 raise map_client_error(self._name, exc) from None
             finally:
                 response.release()

@@ -198,25 +198,27 @@ class StdioProcess:
 
     async def wait_running(self, timeout: float) -> None:
         """Return once the process is running; raise UpstreamUnavailable on timeout or stop."""
-        if self.running:
-            return
-        if self._stopping:
-            raise self._unavailable("the process was stopped")
-        if not self._active():
-            raise self._unavailable("the server process is not running")
-        waiters = {asyncio.ensure_future(self._ready.wait()), asyncio.ensure_future(self._stopped.wait())}
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-        if self.running:
-            return
-        if self._stopping:
-            raise self._unavailable("the process was stopped")
-        raise self._unavailable(
-            "the server process is restarting", detail=f"not running after {timeout}s; key={self._key}"
-        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self.running:
+            if self._stopping:
+                raise self._unavailable("the process was stopped")
+            if not self._active():
+                raise self._unavailable("the server process is not running")
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise self._unavailable(
+                    "the server process is restarting", detail=f"not running after {timeout}s; key={self._key}"
+                )
+            if self._ready.is_set():  # an exit not yet noticed by the supervisor
+                await asyncio.sleep(min(0.01, remaining))
+                continue
+            waiters = {asyncio.ensure_future(self._ready.wait()), asyncio.ensure_future(self._stopped.wait())}
+            try:
+                await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
 
     async def stop(self) -> None:
         """Stop supervision and the process group (stdin close, SIGTERM, SIGKILL). Idempotent."""
@@ -272,6 +274,7 @@ class StdioProcess:
         except OSError as exc:
             raise self._unavailable("could not start the server process", detail=f"{where} {exc!r}") from exc
         child = _Child(proc, asyncio.get_running_loop().time(), asyncio.create_task(proc.wait()))
+        child.exited.add_done_callback(lambda _: self._ready.clear())
         child.readers.append(asyncio.create_task(self._pump_stdout(child)))
         child.readers.append(asyncio.create_task(self._pump_stderr(child)))
         self._log.info("%s: started pid %d (%s)", self._tag, proc.pid, spec.command)

