@@ -57,10 +57,14 @@ class BastionApp:
             )
         self.store = await open_store(settings.storage)
         self.audit = AuditRecorder(
-            self.store.audit, jsonl_path=settings.audit.jsonl_path, retention_days=settings.audit.retention_days
+            self.store.audit,
+            jsonl_path=settings.audit.jsonl_path,
+            retention_days=settings.audit.retention_days,
         )
         await self.audit.start()
-        sessions = SessionManager(self.store.sessions, idle_ttl=settings.sessions.idle_ttl, replica=self.replica)
+        sessions = SessionManager(
+            self.store.sessions, idle_ttl=settings.sessions.idle_ttl, replica=self.replica
+        )
         self.upstream = UpstreamStage(settings, sessions)
         self.pipeline = McpPipeline(
             guard=HostGuard.from_settings(settings),

@@ -16,7 +16,7 @@ from typing import Any
 
 from bastion.audit import events
 from bastion.core.errors import BastionError, ClientError, PolicyDenied, UnknownEndpoint
-from bastion.core.records import AuditRecord, Era, InboundCall, MessageKind, Principal
+from bastion.core.records import AuditRecord, InboundCall, MessageKind, Principal
 from bastion.core.stages import AuditSink, Authenticator, CredentialResolver, Dispatcher, PolicyEngine
 from bastion.edge.guards import HostGuard
 from bastion.edge.inbound import Receive, read_call
@@ -28,16 +28,16 @@ log = logging.getLogger("bastion.pipeline")
 _PREFIX = "/mcp"
 
 
-def endpoint_of(path: str) -> str | None | bool:
-    """``/mcp`` → None (aggregate), ``/mcp/<name>`` → name, anything else → False."""
+def endpoint_of(path: str) -> tuple[bool, str | None]:
+    """``/mcp`` → (True, None) (aggregate), ``/mcp/<name>`` → (True, name), else (False, None)."""
     path = path.rstrip("/") or "/"
     if path == _PREFIX:
-        return None
+        return True, None
     if path.startswith(_PREFIX + "/"):
         name = path[len(_PREFIX) + 1 :]
         if name and "/" not in name:
-            return name
-    return False
+            return True, name
+    return False, None
 
 
 def _success_event(call: InboundCall) -> str:
@@ -76,19 +76,20 @@ class McpPipeline:
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        endpoint = endpoint_of(scope["path"])
+        is_mcp, endpoint = endpoint_of(scope["path"])
         call: InboundCall | None = None
         principal: Principal | None = None
         event = events.CALL_FORWARDED
         status = 0
         error_code: int | None = None
-        upstream = endpoint if isinstance(endpoint, str) else None
+        upstream = endpoint
         detail = ""
         try:
-            if endpoint is False or not self._upstream.known(endpoint or None):
+            if not is_mcp or not self._upstream.known(endpoint):
                 raise UnknownEndpoint(f"No MCP endpoint at {scope['path'][:200]}")
-            assert endpoint is not False
-            call = await read_call(scope, receive, endpoint=endpoint, guard=self._guard, max_body=self._max_body)
+            call = await read_call(
+                scope, receive, endpoint=endpoint, guard=self._guard, max_body=self._max_body
+            )
             principal = self._authn.authenticate(call)
             decision = self._policy.decide(principal, call)
             if not decision.allowed:
@@ -106,13 +107,21 @@ class McpPipeline:
             status = await send_error(send, err, request_id, era)
             event, error_code, detail = err.event, err.code, err.message
             level = logging.INFO if isinstance(err, ClientError) else logging.WARNING
-            log.log(level, "%s %s: %s%s", scope["method"], scope["path"][:200], err.message,
-                    f" ({err.detail})" if err.detail else "")
+            log.log(
+                level,
+                "%s %s: %s%s",
+                scope["method"],
+                scope["path"][:200],
+                err.message,
+                f" ({err.detail})" if err.detail else "",
+            )
         except Exception:
             # never a stack trace to the client: a JSON-RPC internal error, and the trace in our log
             log.exception("internal error on %s %s", scope["method"], scope["path"][:200])
             internal = BastionError("Internal error")
-            status = await send_error(send, internal, call.request_id if call else None, call.era if call else None)
+            status = await send_error(
+                send, internal, call.request_id if call else None, call.era if call else None
+            )
             event, error_code, detail = events.CALL_FAILED, internal.code, "internal error"
         finally:
             self._audit.record(
@@ -120,12 +129,14 @@ class McpPipeline:
                     ts=time.time(),
                     event=event,
                     trace_id=call.trace_id if call is not None else "-",
-                    endpoint=endpoint if isinstance(endpoint, str) else None,
+                    endpoint=endpoint,
                     upstream=upstream,
                     era=call.era.value if call is not None else None,
                     method=call.method if call is not None else scope.get("method"),
                     name=call.name if call is not None else None,
-                    request_id=str(call.request_id) if call is not None and call.request_id is not None else None,
+                    request_id=str(call.request_id)
+                    if call is not None and call.request_id is not None
+                    else None,
                     status=status,
                     error_code=error_code,
                     latency_ms=round((time.perf_counter() - started) * 1000, 3),
@@ -137,4 +148,4 @@ class McpPipeline:
             )
 
 
-__all__ = ["Era", "McpPipeline", "endpoint_of"]
+__all__ = ["McpPipeline", "endpoint_of"]

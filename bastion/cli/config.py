@@ -17,7 +17,9 @@ app = typer.Typer(help="Validate the configuration and print its JSON Schema.", 
 
 
 @app.command()
-def validate(file: Annotated[Path, typer.Argument(help="The configuration file.")] = Path("bastion.yaml")) -> None:
+def validate(
+    file: Annotated[Path, typer.Argument(help="The configuration file.")] = Path("bastion.yaml"),
+) -> None:
     """Check a configuration file; errors name the key. Exit 0 when valid, 2 otherwise."""
     try:
         settings = load_config(file, os.environ)

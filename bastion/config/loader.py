@@ -35,7 +35,9 @@ def _substitute(value: Any, env: Mapping[str, str], path: str) -> Any:
     if isinstance(value, list):
         return [_substitute(item, env, f"{path}[{i}]") for i, item in enumerate(value)]
     if isinstance(value, dict):
-        return {key: _substitute(item, env, f"{path}.{key}" if path else str(key)) for key, item in value.items()}
+        return {
+            key: _substitute(item, env, f"{path}.{key}" if path else str(key)) for key, item in value.items()
+        }
     return value
 
 

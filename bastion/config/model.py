@@ -78,11 +78,13 @@ class StdioUpstream(_Model):
         description=(
             "session: each legacy-era client session gets its own process, initialized with that "
             "client's own capabilities (full fidelity for sampling/elicitation/roots). shared: one "
-            "process for everyone. Modern-era clients and the aggregate endpoint always use the shared process."
+            "process for everyone. Modern-era clients always use the shared process."
         ),
     )
     max_processes: int = Field(32, ge=1, description="Cap on concurrent per-session processes.")
-    idle_timeout: float = Field(600.0, gt=0, description="Seconds after which an idle per-session process stops.")
+    idle_timeout: float = Field(
+        600.0, gt=0, description="Seconds after which an idle per-session process stops."
+    )
     shutdown_grace: float = Field(5.0, ge=0, description="Seconds between SIGTERM and SIGKILL on shutdown.")
 
 
@@ -129,7 +131,7 @@ class Edge(_Model):
     )
     allowed_origins: list[str] = Field(
         default_factory=list,
-        description="Origin values accepted in addition to public_url's origin. Requests without Origin pass.",
+        description="Origins accepted besides public_url's own. Requests without an Origin header pass.",
     )
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
     trust_forwarded_headers: bool = Field(
@@ -151,7 +153,9 @@ class Sessions(_Model):
 class Audit(_Model):
     enabled: bool = True
     jsonl_path: str | None = Field(None, description="Also append every record to this JSON Lines file.")
-    retention_days: int | None = Field(None, ge=1, description="Delete records older than this; default keep.")
+    retention_days: int | None = Field(
+        None, ge=1, description="Delete records older than this; default keep."
+    )
 
 
 class Logging(_Model):
@@ -198,7 +202,9 @@ class Settings(_Model):
     @field_validator("storage")
     @classmethod
     def _storage(cls, value: str) -> str:
-        if not value.startswith(("sqlite://", "sqlite+aiosqlite://", "postgresql://", "postgresql+asyncpg://")):
+        if not value.startswith(
+            ("sqlite://", "sqlite+aiosqlite://", "postgresql://", "postgresql+asyncpg://")
+        ):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return value
 

@@ -17,13 +17,17 @@ class PolicyEngine(Protocol):
 
 
 class CredentialResolver(Protocol):
-    def resolve(self, principal: Principal, decision: Decision, endpoint: str | None) -> UpstreamCredential: ...
+    def resolve(
+        self, principal: Principal, decision: Decision, endpoint: str | None
+    ) -> UpstreamCredential: ...
 
 
 class Dispatcher(Protocol):
     def known(self, endpoint: str | None) -> bool: ...
 
-    async def dispatch(self, call: InboundCall, principal: Principal, credential: UpstreamCredential) -> Reply: ...
+    async def dispatch(
+        self, call: InboundCall, principal: Principal, credential: UpstreamCredential
+    ) -> Reply: ...
 
 
 class AuditSink(Protocol):

@@ -96,7 +96,7 @@ def _era_of(message: dict[str, Any], version_header: str | None) -> Era:
 
 def _kind_of(message: dict[str, Any]) -> MessageKind:
     if message.get("jsonrpc") != "2.0":
-        raise InvalidRequest("Invalid Request: jsonrpc must be \"2.0\"")
+        raise InvalidRequest('Invalid Request: jsonrpc must be "2.0"')
     has_id = "id" in message
     if has_id:
         request_id = message["id"]
@@ -117,7 +117,9 @@ def _check_modern(message: dict[str, Any], headers: dict[str, str], raw: list[tu
     duplicated = find_duplicated_routing_header((k.decode("latin-1"), "") for k, _ in raw)
     if duplicated is not None:
         raise HeaderMismatch(f"{duplicated} header appears more than once")
-    verdict = classify_inbound_request(message, headers=headers, supported_modern_versions=MODERN_PROTOCOL_VERSIONS)
+    verdict = classify_inbound_request(
+        message, headers=headers, supported_modern_versions=MODERN_PROTOCOL_VERSIONS
+    )
     if isinstance(verdict, InboundLadderRejection):
         error_type = _REJECTION_ERRORS.get(verdict.code, InvalidRequest)
         raise error_type(verdict.message, data=verdict.data)

@@ -33,7 +33,9 @@ def error_object(code: int, message: str, data: object = None) -> dict[str, Any]
     return error
 
 
-def error_message(request_id: RequestId | None, code: int, message: str, data: object = None) -> dict[str, Any]:
+def error_message(
+    request_id: RequestId | None, code: int, message: str, data: object = None
+) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "error": error_object(code, message, data)}
 
 
@@ -46,8 +48,6 @@ def status_for(err: BastionError, era: Era | None) -> int:
     if isinstance(err, MethodNotFound) and era is not Era.MODERN:
         return 200
     return err.status
-
-
 
 
 async def send_bytes(
@@ -80,4 +80,6 @@ async def send_error(send: Send, err: BastionError, request_id: RequestId | None
 
 async def send_sse_error_event(send: Send, request_id: RequestId | None, err: BastionError) -> None:
     """Mid-stream failure after headers were sent: end the stream with a JSON-RPC error event."""
-    await send({"type": "http.response.body", "body": sse_event(error_body(request_id, err)), "more_body": True})
+    await send(
+        {"type": "http.response.body", "body": sse_event(error_body(request_id, err)), "more_body": True}
+    )

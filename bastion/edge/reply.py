@@ -136,7 +136,9 @@ async def _send_messages(send: Send, call: InboundCall, reply: MessageReply, wat
                 break
             if _is_final(message, call):
                 sent.error_code = _final_status(message, call.era)[1]
-            await send({"type": "http.response.body", "body": sse_event(orjson.dumps(message)), "more_body": True})
+            await send(
+                {"type": "http.response.body", "body": sse_event(orjson.dumps(message)), "more_body": True}
+            )
         watch.ended = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return sent

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mcp_types import CLIENT_CAPABILITIES_META_KEY, SERVER_INFO_META_KEY
+from mcp_types import SERVER_INFO_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from bastion.core.errors import (
@@ -30,11 +30,11 @@ from bastion.core.errors import (
 from bastion.core.records import Era, InboundCall, MessageKind, Principal, UpstreamCredential
 from bastion.core.replies import EmptyReply, MessageReply, Reply
 from bastion.upstream import naming
+from bastion.upstream.channel import LegacyChannel
 from bastion.upstream.eras import BASTION_INFO, negotiated_version, strip_envelope, to_modern_response
 from bastion.upstream.registry import Link, UpstreamEntry
 from bastion.upstream.relay import RelaySession, error_response, forward_cancel, run_on_route, single
 from bastion.upstream.routes import CallRoute
-from bastion.upstream.channel import LegacyChannel
 from bastion.upstream.sessions import SessionManager
 
 JsonObject = dict[str, Any]
@@ -62,13 +62,17 @@ _MAX_PAGES = 100
 
 
 class Aggregator:
-    def __init__(self, entries: dict[str, UpstreamEntry], sessions: SessionManager, relays: dict[str, RelaySession]) -> None:
+    def __init__(
+        self, entries: dict[str, UpstreamEntry], sessions: SessionManager, relays: dict[str, RelaySession]
+    ) -> None:
         self._entries = entries
         self._sessions = sessions
         self._relays = relays
         self._init_params: dict[str, JsonObject] = {}
 
-    async def dispatch(self, call: InboundCall, principal: Principal, credential: UpstreamCredential) -> Reply:
+    async def dispatch(
+        self, call: InboundCall, principal: Principal, credential: UpstreamCredential
+    ) -> Reply:
         if call.era is Era.MODERN:
             return await self._modern(call, credential)
         if call.session_id is None:
@@ -97,10 +101,16 @@ class Aggregator:
         )
         self._relays[record.session_id] = RelaySession(record)
         self._init_params[record.session_id] = {**params, "protocolVersion": version}
-        result = {"protocolVersion": version, "capabilities": CAPABILITIES, "serverInfo": BASTION_INFO,
-                  "instructions": INSTRUCTIONS}
+        result = {
+            "protocolVersion": version,
+            "capabilities": CAPABILITIES,
+            "serverInfo": BASTION_INFO,
+            "instructions": INSTRUCTIONS,
+        }
         response = {"jsonrpc": "2.0", "id": call.request_id, "result": result}
-        return MessageReply(messages=single(response), headers=((b"mcp-session-id", record.session_id.encode()),))
+        return MessageReply(
+            messages=single(response), headers=((b"mcp-session-id", record.session_id.encode()),)
+        )
 
     async def _legacy(self, relay: RelaySession, call: InboundCall, credential: UpstreamCredential) -> Reply:
         if call.http_method == "GET":
@@ -135,7 +145,7 @@ class Aggregator:
         if call.method == "initialize":
             raise InvalidRequest("Invalid Request: the session is already initialized")
         route = CallRoute(relay.broker)
-        return self._run(call, route, link_for, Era.LEGACY, relay)
+        return self._run(call, route, link_for, era=Era.LEGACY, relay=relay)
 
     async def _broadcast(self, message: JsonObject, link_for: LinkFor) -> None:
         for entry in self._entries.values():
@@ -153,9 +163,15 @@ class Aggregator:
         if call.kind is not MessageKind.REQUEST:
             return EmptyReply(202)
         if call.method == "server/discover":
-            result = {"supportedVersions": list(MODERN_PROTOCOL_VERSIONS), "capabilities": CAPABILITIES,
-                      "instructions": INSTRUCTIONS, "resultType": "complete", "cacheScope": "public", "ttlMs": 0,
-                      "_meta": {SERVER_INFO_META_KEY: BASTION_INFO}}
+            result = {
+                "supportedVersions": list(MODERN_PROTOCOL_VERSIONS),
+                "capabilities": CAPABILITIES,
+                "instructions": INSTRUCTIONS,
+                "resultType": "complete",
+                "cacheScope": "public",
+                "ttlMs": 0,
+                "_meta": {SERVER_INFO_META_KEY: BASTION_INFO},
+            }
             return MessageReply(messages=single({"jsonrpc": "2.0", "id": call.request_id, "result": result}))
         meta = call.params.get("_meta") or {}
 
@@ -166,7 +182,7 @@ class Aggregator:
             return await entry.shared_channel(credential)
 
         route = CallRoute(None, can_ask=False)
-        return self._run(call, route, link_for, Era.MODERN, None, caps=meta.get(CLIENT_CAPABILITIES_META_KEY))
+        return self._run(call, route, link_for, era=Era.MODERN, relay=None)
 
     # -- shared ------------------------------------------------------------------------------------
 
@@ -175,9 +191,9 @@ class Aggregator:
         call: InboundCall,
         route: CallRoute,
         link_for: LinkFor,
+        *,
         era: Era,
         relay: RelaySession | None,
-        caps: object = None,
     ) -> Reply:
         method = call.method or ""
         message = strip_envelope(call.message) if era is Era.MODERN else call.message
@@ -186,13 +202,18 @@ class Aggregator:
             response = await self._handle(method, message, route, link_for, era)
             return to_modern_response(method, response) if era is Era.MODERN else response
 
-        on_done = None
-        if relay is not None:
-            relay.client_ids[call.request_id] = (None, route)
-            on_done = lambda _r: relay.client_ids.pop(call.request_id, None)  # noqa: E731
-        return run_on_route(route, call.request_id, work, on_done=on_done)
+        if relay is None:
+            return run_on_route(route, call.request_id, work)
+        relay.client_ids[call.request_id] = (None, route)
 
-    async def _handle(self, method: str, message: JsonObject, route: CallRoute, link_for: LinkFor, era: Era) -> JsonObject:
+        def done(_response: JsonObject) -> None:
+            relay.client_ids.pop(call.request_id, None)
+
+        return run_on_route(route, call.request_id, work, on_done=done)
+
+    async def _handle(
+        self, method: str, message: JsonObject, route: CallRoute, link_for: LinkFor, era: Era
+    ) -> JsonObject:
         request_id = message.get("id")
         params = message.get("params") if isinstance(message.get("params"), dict) else {}
         assert isinstance(params, dict)
@@ -241,7 +262,9 @@ class Aggregator:
             return self._entry(split[0]), {**params, "ref": new_ref}
         raise MethodNotFound(f"Method not found: {method}")
 
-    async def _try(self, entry: UpstreamEntry, message: JsonObject, route: CallRoute, link_for: LinkFor) -> JsonObject | None:
+    async def _try(
+        self, entry: UpstreamEntry, message: JsonObject, route: CallRoute, link_for: LinkFor
+    ) -> JsonObject | None:
         try:
             link = await link_for(entry)
             return await link.request(message, route)
@@ -249,7 +272,9 @@ class Aggregator:
             log.warning("aggregate: upstream %s left out: %s", entry.name, err.message)
             return None
 
-    async def _merged_list(self, method: str, message: JsonObject, route: CallRoute, link_for: LinkFor) -> JsonObject:
+    async def _merged_list(
+        self, method: str, message: JsonObject, route: CallRoute, link_for: LinkFor
+    ) -> JsonObject:
         kind = _LISTS[method]
 
         async def collect(entry: UpstreamEntry) -> list[JsonObject]:

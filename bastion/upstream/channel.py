@@ -22,7 +22,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from bastion.config.model import Timeouts
-from bastion.core.errors import METHOD_NOT_FOUND, UpstreamError, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+from bastion.core.errors import (
+    METHOD_NOT_FOUND,
+    UpstreamError,
+    UpstreamFailed,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from bastion.upstream.routes import CallRoute
 
 JsonObject = dict[str, Any]
@@ -105,7 +111,9 @@ class LegacyChannel:
 
     # -- client → upstream -------------------------------------------------------------------
 
-    async def request(self, message: JsonObject, route: CallRoute, timeout: float | None = None) -> JsonObject:
+    async def request(
+        self, message: JsonObject, route: CallRoute, timeout: float | None = None
+    ) -> JsonObject:
         """Forward one client request; returns the response carrying the client's own id."""
         await self.wait_ready(self.timeouts.connect)
         client_id = message.get("id")
@@ -199,6 +207,7 @@ class LegacyChannel:
         return None
 
     def _on_notification(self, message: JsonObject) -> None:
+        route: CallRoute | None
         params = message.get("params")
         if message["method"] == "notifications/progress" and isinstance(params, dict):
             entry = self._progress.get(str(params.get("progressToken")))
@@ -222,7 +231,9 @@ class LegacyChannel:
         route = self._target_route(need_ask=True)
         self._keep(asyncio.ensure_future(self._relay_request(route, upstream_request_id, message)))
 
-    async def _relay_request(self, route: CallRoute | None, upstream_request_id: object, message: JsonObject) -> None:
+    async def _relay_request(
+        self, route: CallRoute | None, upstream_request_id: object, message: JsonObject
+    ) -> None:
         method = message["method"]
         params = message.get("params") if isinstance(message.get("params"), dict) else None
         if route is not None and route.can_ask:
@@ -230,7 +241,12 @@ class LegacyChannel:
         elif self.session_asker is not None:
             reply = await self.session_asker(method, params)
         else:
-            reply = {"error": {"code": METHOD_NOT_FOUND, "message": f"no client can answer {method} through Bastion"}}
+            reply = {
+                "error": {
+                    "code": METHOD_NOT_FOUND,
+                    "message": f"no client can answer {method} through Bastion",
+                }
+            }
         await self._answer(upstream_request_id, reply)
 
     async def _answer(self, upstream_request_id: object, reply: JsonObject) -> None:

@@ -24,7 +24,14 @@ ENVELOPE_KEYS = frozenset(
     {PROTOCOL_VERSION_META_KEY, CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, LOG_LEVEL_META_KEY}
 )
 CACHEABLE_METHODS = frozenset(
-    {"server/discover", "tools/list", "prompts/list", "resources/list", "resources/templates/list", "resources/read"}
+    {
+        "server/discover",
+        "tools/list",
+        "prompts/list",
+        "resources/list",
+        "resources/templates/list",
+        "resources/read",
+    }
 )
 BASTION_INFO: JsonObject = {"name": "bastion", "version": __version__}
 BASTION_CLIENT_INIT: JsonObject = {
@@ -92,7 +99,9 @@ def discover_from_initialize(initialize_result: JsonObject) -> JsonObject:
 
 def initialize_from_discover(discover_result: JsonObject, requested_version: str) -> JsonObject:
     """An initialize result for a legacy client, from a modern upstream's discover result."""
-    version = requested_version if requested_version in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+    version = (
+        requested_version if requested_version in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+    )
     meta = discover_result.get("_meta")
     server_info = meta.get(SERVER_INFO_META_KEY) if isinstance(meta, dict) else None
     result: JsonObject = {
@@ -106,11 +115,18 @@ def initialize_from_discover(discover_result: JsonObject, requested_version: str
 
 
 def negotiated_version(requested: object) -> str:
-    return requested if isinstance(requested, str) and requested in HANDSHAKE_PROTOCOL_VERSIONS else LATEST_HANDSHAKE_VERSION
+    return (
+        requested
+        if isinstance(requested, str) and requested in HANDSHAKE_PROTOCOL_VERSIONS
+        else LATEST_HANDSHAKE_VERSION
+    )
 
 
 def envelope(protocol_version: str, capabilities: JsonObject, client_info: JsonObject | None) -> JsonObject:
-    meta: JsonObject = {PROTOCOL_VERSION_META_KEY: protocol_version, CLIENT_CAPABILITIES_META_KEY: capabilities}
+    meta: JsonObject = {
+        PROTOCOL_VERSION_META_KEY: protocol_version,
+        CLIENT_CAPABILITIES_META_KEY: capabilities,
+    }
     if client_info:
         meta[CLIENT_INFO_META_KEY] = client_info
     return meta

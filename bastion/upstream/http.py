@@ -46,7 +46,10 @@ class HttpUpstreamClient:
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=aiohttp.ClientTimeout(
-                    total=None, connect=timeouts.connect, sock_connect=timeouts.connect, sock_read=timeouts.idle
+                    total=None,
+                    connect=timeouts.connect,
+                    sock_connect=timeouts.connect,
+                    sock_read=timeouts.idle,
                 ),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
@@ -74,7 +77,9 @@ class HttpUpstreamClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise map_client_error(self.name, exc) from None
 
-    async def iter_chunks(self, response: aiohttp.ClientResponse, deadline: float | None) -> AsyncIterator[bytes]:
+    async def iter_chunks(
+        self, response: aiohttp.ClientResponse, deadline: float | None
+    ) -> AsyncIterator[bytes]:
         """Yield body chunks as they arrive; failures become UpstreamError naming the upstream."""
         try:
             while True:

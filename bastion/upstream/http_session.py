@@ -95,7 +95,10 @@ class HttpSessionTransport:
                 {
                     "jsonrpc": "2.0",
                     "id": message["id"],
-                    "error": {"code": -32012, "message": f"upstream '{self._client.name}' answered HTTP {status}"},
+                    "error": {
+                        "code": -32012,
+                        "message": f"upstream '{self._client.name}' answered HTTP {status}",
+                    },
                 }
             )
 
@@ -132,12 +135,16 @@ class HttpSessionTransport:
             headers = [h for h in self._headers() if h[0] != "content-type"]
             headers = [("accept", "text/event-stream") if h[0] == "accept" else h for h in headers]
             try:
-                response = await self._client.request("GET", headers, None, timeout=self._client.spec.timeouts.connect)
+                response = await self._client.request(
+                    "GET", headers, None, timeout=self._client.spec.timeouts.connect
+                )
             except UpstreamError:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
                 continue
-            if response.status != 200 or not response.headers.get("content-type", "").startswith("text/event-stream"):
+            if response.status != 200 or not response.headers.get("content-type", "").startswith(
+                "text/event-stream"
+            ):
                 response.release()
                 return
             await self._read_sse(response, False)

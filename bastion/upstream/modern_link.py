@@ -60,20 +60,30 @@ class ModernLink:
         return headers
 
     async def discover(self) -> JsonObject:
-        response = await self._post({"jsonrpc": "2.0", "id": 0, "method": "server/discover", "params": {}}, None)
+        response = await self._post(
+            {"jsonrpc": "2.0", "id": 0, "method": "server/discover", "params": {}}, None
+        )
         result = response.get("result")
         if not isinstance(result, dict):
-            raise UpstreamFailed(self.upstream, "server/discover failed", detail=str(response.get("error"))[:500])
+            raise UpstreamFailed(
+                self.upstream, "server/discover failed", detail=str(response.get("error"))[:500]
+            )
         self.discover_result = result
         return result
 
-    async def request(self, message: JsonObject, route: CallRoute, timeout: float | None = None) -> JsonObject:
+    async def request(
+        self, message: JsonObject, route: CallRoute, timeout: float | None = None
+    ) -> JsonObject:
         client_id = message.get("id")
         current = message
         for _ in range(_MAX_ROUNDS):
             response = await self._post(current, route)
             result = response.get("result")
-            if not (self._resolve_input and isinstance(result, dict) and result.get("resultType") == "input_required"):
+            if not (
+                self._resolve_input
+                and isinstance(result, dict)
+                and result.get("resultType") == "input_required"
+            ):
                 return {**response, "id": client_id}
             answers: JsonObject = {}
             requests = result.get("inputRequests") or {}

@@ -59,7 +59,9 @@ def qualify_contents(upstream: str, result: JsonObject) -> JsonObject:
     if not isinstance(contents, list):
         return result
     renamed = [
-        {**c, "uri": resource_uri(upstream, c["uri"])} if isinstance(c, dict) and isinstance(c.get("uri"), str) else c
+        {**c, "uri": resource_uri(upstream, c["uri"])}
+        if isinstance(c, dict) and isinstance(c.get("uri"), str)
+        else c
         for c in contents
     ]
     return {**result, "contents": renamed}

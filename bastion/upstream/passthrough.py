@@ -31,7 +31,9 @@ class ForwardPlan:
     session: SessionRecord | None
 
 
-def request_headers(call: InboundCall, credential: UpstreamCredential, upstream_session: str | None) -> list[tuple[str, str]]:
+def request_headers(
+    call: InboundCall, credential: UpstreamCredential, upstream_session: str | None
+) -> list[tuple[str, str]]:
     headers: list[tuple[str, str]] = []
     if call.http_method == "POST":
         headers.append(("content-type", "application/json"))
@@ -65,7 +67,10 @@ class Passthrough:
         body = call.body if call.http_method == "POST" else None
         streaming_get = call.http_method == "GET"
         response = await self._client.request(
-            call.http_method, headers, body, timeout=self._client.spec.timeouts.connect + self._request_timeout
+            call.http_method,
+            headers,
+            body,
+            timeout=self._client.spec.timeouts.connect + self._request_timeout,
         )
         status = response.status
         if status in (401, 403):
@@ -76,11 +81,16 @@ class Passthrough:
             raise UpstreamFailed(self._name, f"answered HTTP {status}")
         content_type = response.headers.get("content-type", "")
         is_sse = content_type.startswith("text/event-stream")
-        if status < 300 and status != 202 and call.kind is MessageKind.REQUEST and not (
-            is_sse or content_type.startswith("application/json")
+        if (
+            status < 300
+            and status != 202
+            and call.kind is MessageKind.REQUEST
+            and not (is_sse or content_type.startswith("application/json"))
         ):
             response.release()
-            raise UpstreamFailed(self._name, f"answered {content_type or 'without a content type'}, not JSON-RPC")
+            raise UpstreamFailed(
+                self._name, f"answered {content_type or 'without a content type'}, not JSON-RPC"
+            )
         out_headers = await self._response_headers(plan, response)
         if status == 404 and plan.session is not None:
             await self._sessions.drop(plan.session.session_id)
@@ -98,7 +108,9 @@ class Passthrough:
             return ByteReply(status, out_headers, None, data, False, self._name)
         loop = asyncio.get_running_loop()
         deadline = None if streaming_get else loop.time() + self._request_timeout
-        return ByteReply(status, out_headers, self._client.iter_chunks(response, deadline), b"", is_sse, self._name)
+        return ByteReply(
+            status, out_headers, self._client.iter_chunks(response, deadline), b"", is_sse, self._name
+        )
 
     async def _response_headers(self, plan: ForwardPlan, response: aiohttp.ClientResponse) -> Headers:
         out: list[tuple[bytes, bytes]] = []

@@ -11,13 +11,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY
 from mcp_types.version import LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 
 from bastion.config.model import Upstream
 from bastion.core.errors import UpstreamError, UpstreamUnavailable
 from bastion.core.records import UpstreamCredential
 from bastion.upstream.channel import LegacyChannel
-from bastion.upstream.eras import BASTION_CLIENT_INIT, envelope
+from bastion.upstream.eras import BASTION_CLIENT_INIT
 from bastion.upstream.http import HttpUpstreamClient
 from bastion.upstream.http_session import HttpSessionTransport
 from bastion.upstream.modern_link import ModernLink
@@ -33,7 +34,9 @@ class Link(Protocol):
 
     initialize_result: JsonObject | None
 
-    async def request(self, message: JsonObject, route: CallRoute, timeout: float | None = None) -> JsonObject: ...
+    async def request(
+        self, message: JsonObject, route: CallRoute, timeout: float | None = None
+    ) -> JsonObject: ...
 
     async def notify(self, message: JsonObject) -> None: ...
 
@@ -62,7 +65,9 @@ class UpstreamEntry:
     def __init__(self, config: Upstream) -> None:
         self.config = config
         self.name = config.name
-        self.http: HttpUpstreamClient | None = HttpUpstreamClient(config.name, config.http) if config.http else None
+        self.http: HttpUpstreamClient | None = (
+            HttpUpstreamClient(config.name, config.http) if config.http else None
+        )
         self._eras: EraSupport | None = None
         self._era_lock = asyncio.Lock()
         self._shared: LegacyChannel | None = None
@@ -112,7 +117,9 @@ class UpstreamEntry:
 
     async def _probe_legacy(self) -> bool:
         assert self.http is not None
-        body = orjson.dumps({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": BASTION_CLIENT_INIT})
+        body = orjson.dumps(
+            {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": BASTION_CLIENT_INIT}
+        )
         headers = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")]
         try:
             response = await self.http.request("POST", headers, body)
@@ -145,7 +152,9 @@ class UpstreamEntry:
                 self._shared = await self.open_channel(dict(BASTION_CLIENT_INIT), "shared", credential)
             return self._shared
 
-    async def open_channel(self, init_params: JsonObject, key: str, credential: UpstreamCredential) -> LegacyChannel:
+    async def open_channel(
+        self, init_params: JsonObject, key: str, credential: UpstreamCredential
+    ) -> LegacyChannel:
         channel = LegacyChannel(self.name, init_params, self.timeouts)
         if self.config.stdio is not None:
             process = StdioProcess(
@@ -204,10 +213,10 @@ class UpstreamEntry:
         self._session_links[session_id] = link
         return link
 
-    def modern_link(self, meta: JsonObject, credential: UpstreamCredential, resolve_input: bool) -> ModernLink:
+    def modern_link(
+        self, meta: JsonObject, credential: UpstreamCredential, resolve_input: bool
+    ) -> ModernLink:
         assert self.http is not None
-        from bastion.upstream.eras import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY
-
         return ModernLink(
             self.http,
             capabilities=dict(meta.get(CLIENT_CAPABILITIES_META_KEY) or {}),
@@ -229,7 +238,3 @@ class UpstreamEntry:
             self._shared = None
         if self.http is not None:
             await self.http.close()
-
-
-def envelope_for(protocol_version: str, capabilities: JsonObject, info: JsonObject | None) -> JsonObject:
-    return envelope(protocol_version, capabilities, info)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -23,7 +24,7 @@ from bastion.core.errors import (
     SessionRequired,
     UnknownEndpoint,
 )
-from bastion.core.records import Era, InboundCall, MessageKind, Principal, SessionRecord, UpstreamCredential
+from bastion.core.records import Era, InboundCall, MessageKind, Principal, UpstreamCredential
 from bastion.core.replies import EmptyReply, MessageReply, Reply
 from bastion.upstream.aggregate import Aggregator
 from bastion.upstream.channel import LegacyChannel
@@ -49,16 +50,23 @@ class UpstreamStage:
         self.sessions = sessions
         self.entries = {u.name: UpstreamEntry(u) for u in settings.upstreams}
         self.passthrough = {
-            name: Passthrough(entry.http, sessions) for name, entry in self.entries.items() if entry.http is not None
+            name: Passthrough(entry.http, sessions)
+            for name, entry in self.entries.items()
+            if entry.http is not None
         }
         self.relays: dict[str, RelaySession] = {}
-        self.aggregate = Aggregator(self.entries, sessions, self.relays) if settings.aggregate.enabled else None
+        self.aggregate = (
+            Aggregator(self.entries, sessions, self.relays) if settings.aggregate.enabled else None
+        )
+        self._background: set[asyncio.Task[None]] = set()
         sessions.on_expired.append(self._expired)
 
     def known(self, endpoint: str | None) -> bool:
         return self.aggregate is not None if endpoint is None else endpoint in self.entries
 
-    async def dispatch(self, call: InboundCall, principal: Principal, credential: UpstreamCredential) -> Reply:
+    async def dispatch(
+        self, call: InboundCall, principal: Principal, credential: UpstreamCredential
+    ) -> Reply:
         if call.endpoint is None:
             if self.aggregate is None:
                 raise UnknownEndpoint("No aggregate endpoint: it is disabled in the configuration")
@@ -78,7 +86,9 @@ class UpstreamStage:
         if call.session_id is not None:
             record = await self.sessions.resolve(call.session_id, call.endpoint, principal.subject)
             if record.mode == "passthrough":
-                return await self.passthrough[entry.name].forward(ForwardPlan(call, principal, credential, record))
+                return await self.passthrough[entry.name].forward(
+                    ForwardPlan(call, principal, credential, record)
+                )
             relay = self.relays.get(record.session_id)
             if relay is None:  # held by a replica that is gone, or by this process before a restart
                 await self.sessions.drop(record.session_id)
@@ -106,7 +116,9 @@ class UpstreamStage:
         )
         relay = RelaySession(record)
         try:
-            link = await entry.session_link(record.session_id, {**params, "protocolVersion": version}, credential)
+            link = await entry.session_link(
+                record.session_id, {**params, "protocolVersion": version}, credential
+            )
         except BaseException:
             await self.sessions.drop(record.session_id)
             raise
@@ -153,12 +165,12 @@ class UpstreamStage:
             raise InvalidRequest("Invalid Request: the session is already initialized")
         route = CallRoute(relay.broker)
         relay.client_ids[call.request_id] = (link, route)
+
+        def done(_response: JsonObject) -> None:
+            relay.client_ids.pop(call.request_id, None)
+
         return run_on_route(
-            route,
-            call.request_id,
-            lambda: link.request(message, route),
-            upstream=entry.name,
-            on_done=lambda _r: relay.client_ids.pop(call.request_id, None),
+            route, call.request_id, lambda: link.request(message, route), upstream=entry.name, on_done=done
         )
 
     async def close_relay(self, session_id: str) -> None:
@@ -173,12 +185,13 @@ class UpstreamStage:
         relay = self.relays.pop(session_id, None)
         if relay is not None:
             relay.close()
-            for entry in self.entries.values():
-                link = entry._session_links.pop(session_id, None)
-                if link is not None and link is not entry._shared:
-                    import asyncio
+            task = asyncio.ensure_future(self._close_links(session_id))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
-                    asyncio.ensure_future(link.close())
+    async def _close_links(self, session_id: str) -> None:
+        for entry in self.entries.values():
+            await entry.close_session(session_id)
 
     # -- modern era ------------------------------------------------------------------------------
 
@@ -195,7 +208,11 @@ class UpstreamStage:
         channel = await entry.shared_channel(credential)
         if call.method == "server/discover":
             assert channel.initialize_result is not None
-            response = {"jsonrpc": "2.0", "id": call.request_id, "result": discover_from_initialize(channel.initialize_result)}
+            response = {
+                "jsonrpc": "2.0",
+                "id": call.request_id,
+                "result": discover_from_initialize(channel.initialize_result),
+            }
             return MessageReply(messages=single(response), upstream=entry.name)
         route = CallRoute(None, can_ask=False)
         message = strip_envelope(call.message)

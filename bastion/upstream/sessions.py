@@ -98,7 +98,9 @@ class SessionManager:
             await self.drop(session_id)
             raise SessionNotFound("Session expired")
         if record.endpoint != endpoint or record.subject != subject:
-            raise SessionNotFound("Session not found", detail="session presented at another endpoint or by another principal")
+            raise SessionNotFound(
+                "Session not found", detail="session presented at another endpoint or by another principal"
+            )
         self._touched[session_id] = now
         return record
 
@@ -122,7 +124,9 @@ class SessionManager:
             if record is not None:
                 self._cache[session_id] = replace(record, last_seen=seen)
         cutoff = self._clock() - self._idle_ttl
-        expired = [sid for sid, rec in self._cache.items() if rec.last_seen < cutoff and sid not in self._touched]
+        expired = [
+            sid for sid, rec in self._cache.items() if rec.last_seen < cutoff and sid not in self._touched
+        ]
         for session_id in expired:
             self._cache.pop(session_id, None)
             for callback in self.on_expired:

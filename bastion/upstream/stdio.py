@@ -208,7 +208,8 @@ class StdioProcess:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise self._unavailable(
-                    "the server process is restarting", detail=f"not running after {timeout}s; key={self._key}"
+                    "the server process is restarting",
+                    detail=f"not running after {timeout}s; key={self._key}",
                 )
             if self._ready.is_set():  # an exit not yet noticed by the supervisor
                 await asyncio.sleep(min(0.01, remaining))
@@ -248,7 +249,9 @@ class StdioProcess:
         )
         where = f"command={spec.command!r} cwd={spec.cwd!r} key={self._key}"
         if spec.cwd is not None and not os.path.isdir(spec.cwd):
-            raise self._unavailable("could not start the server process (working directory not found)", detail=where)
+            raise self._unavailable(
+                "could not start the server process (working directory not found)", detail=where
+            )
         if self._log.isEnabledFor(logging.DEBUG):
             names = sorted({*spec.env, *self._extra_env})
             self._log.debug("%s: spawning %s; env names set: %s", self._tag, spec.command, ", ".join(names))
@@ -305,7 +308,9 @@ class StdioProcess:
                 except UpstreamError:
                     raise
                 except Exception as exc:
-                    raise self._unavailable("the server process failed to initialize", detail=repr(exc)) from exc
+                    raise self._unavailable(
+                        "the server process failed to initialize", detail=repr(exc)
+                    ) from exc
         finally:
             if hook is not None and not hook.done():
                 hook.cancel()
@@ -335,7 +340,9 @@ class StdioProcess:
             try:
                 await self._bring_up(child, window=FAST_FAIL_WINDOW)
             except UpstreamError as exc:
-                self._log.warning("%s: restarted process not usable: %s (%s)", self._tag, exc.message, exc.detail)
+                self._log.warning(
+                    "%s: restarted process not usable: %s (%s)", self._tag, exc.message, exc.detail
+                )
                 await self._kill(child)
                 continue  # _watch reports the exit and backs off
             self._ready.set()
@@ -351,7 +358,9 @@ class StdioProcess:
             self._child = None
         if not self._stopping:
             code = child.exited.result()
-            self._log.warning("%s: process %d exited with code %s after %.2fs", self._tag, child.proc.pid, code, lived)
+            self._log.warning(
+                "%s: process %d exited with code %s after %.2fs", self._tag, child.proc.pid, code, lived
+            )
             if self._on_exited is not None:
                 try:
                     self._on_exited(code)

@@ -68,5 +68,7 @@ def hostile_gateway(flow_tmp: Path, hostile_base: str) -> Iterator[Gateway]:
             },
         },
     ]
-    with run_gateway(flow_tmp, upstreams, extra={"aggregate": {"enabled": False}, "edge": {"max_body_bytes": 65536}}) as gw:
+    with run_gateway(
+        flow_tmp, upstreams, extra={"aggregate": {"enabled": False}, "edge": {"max_body_bytes": 65536}}
+    ) as gw:
         yield gw

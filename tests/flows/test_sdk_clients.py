@@ -102,7 +102,8 @@ async def test_stdio_demo_progress_and_elicitation(gateway: Gateway) -> None:
         await c.call_tool("count_down", {"seconds": 2}, progress_callback=rec.on_progress)
         assert len(rec.progress) >= 2
         answer = text_of(await c.call_tool("confirm_action", {"action": "archive the notes"}))
-        assert rec.elicitations and "archive the notes" in rec.elicitations[0]
+        assert len(rec.elicitations) == 1
+        assert "archive the notes" in rec.elicitations[0]
         assert answer
 
 

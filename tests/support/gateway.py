@@ -44,8 +44,12 @@ def venv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 @contextlib.contextmanager
 def run_gateway(
-    tmp: Path, upstreams: list[dict[str, Any]], *, extra: dict[str, Any] | None = None,
-    env: dict[str, str] | None = None, storage: str | None = None,
+    tmp: Path,
+    upstreams: list[dict[str, Any]],
+    *,
+    extra: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
+    storage: str | None = None,
 ) -> Iterator[Gateway]:
     port = free_port()
     state = tmp / f"bastion-{port}"

@@ -58,7 +58,12 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
 
 @contextlib.contextmanager
 def http_process(
-    argv: Sequence[str], health_url: str, log_path: Path, *, env: dict[str, str] | None = None, cwd: Path | None = None
+    argv: Sequence[str],
+    health_url: str,
+    log_path: Path,
+    *,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``argv`` in its own process group, wait until ``health_url`` answers 200, stop it after."""
     with open(log_path, "wb") as log:

@@ -125,7 +125,9 @@ async def test_round_trip_in_order(spawn: Factory) -> None:
 async def test_raw_bytes_with_newlines_keep_the_framing(spawn: Factory) -> None:
     proc, inbox = spawn(child_spec("echo.py"))
     await proc.start()
-    pretty = b'{\n  "jsonrpc": "2.0",\r\n  "id": "raw",\n  "method": "echo",\n  "params": {"a": [1,\n 2]}\n}\n'
+    pretty = (
+        b'{\n  "jsonrpc": "2.0",\r\n  "id": "raw",\n  "method": "echo",\n  "params": {"a": [1,\n 2]}\n}\n'
+    )
     await proc.send(pretty)
     assert (await inbox.response("raw"))["result"] == {"a": [1, 2]}
 
