@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import platform
 import secrets
 import shlex
@@ -260,13 +261,14 @@ def machine_meta(args: argparse.Namespace, pin: bool) -> dict[str, str]:
     versions = ", ".join(f"{p} {_version(p)}" for p in ("mcp", "uvicorn", "uvloop", "aiohttp", "PyJWT"))
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{model}, {procs.os.cpu_count()} cores, Linux {platform.release()}",
+        "machine": f"{model}, {os.cpu_count()} cores, Linux {platform.release()}",
         "Python": platform.python_version(),
         "packages": f"{versions}; FastMCP 4.1.6 from bench/fastmcp-reference.lock",
         "pinning": "upstream + gateway on core 0, load generator on core 1" if pin else "none (--no-pin)",
         "cells": (
             f"{args.warmup:g} s warm-up + {args.duration:g} s measured, closed loop, keep-alive; "
-            f"{args.repeat} interleaved round(s) per cell, median by req/s kept"
+            f"{args.repeat} interleaved round(s) per cell, median by req/s kept; "
+            f"a call is a timeout after {args.request_timeout:g} s"
         ),
     }
 

@@ -11,6 +11,7 @@ import typer
 
 from bastion.cli.common import console
 from bastion.config import Settings, load_config
+from bastion.config.reference import reference_markdown
 from bastion.core.errors import ConfigError
 
 app = typer.Typer(help="Validate the configuration and print its JSON Schema.", no_args_is_help=True)
@@ -35,6 +36,12 @@ def schema_json() -> str:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Bastion configuration (bastion.yaml)"
     return json.dumps(schema, indent=2, sort_keys=False) + "\n"
+
+
+@app.command()
+def reference() -> None:
+    """Print the configuration reference as Markdown (docs/configuration.md)."""
+    typer.echo(reference_markdown(), nl=False)
 
 
 @app.command()

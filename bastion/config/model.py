@@ -32,7 +32,7 @@ class HttpUpstream(_Model):
         default_factory=dict,
         description="Static headers sent on every upstream request (use ${ENV_VAR} for secrets).",
     )
-    timeouts: Timeouts = Field(default_factory=Timeouts)
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="Connect, request and idle limits.")
     max_connections: int = Field(100, ge=1, description="Connection pool size towards this upstream.")
 
     @field_validator("url")
@@ -63,7 +63,7 @@ class Restart(_Model):
 
 class StdioUpstream(_Model):
     command: str = Field(description="Executable to launch (looked up on PATH).")
-    args: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list, description="Command-line arguments.")
     env: dict[str, str] = Field(
         default_factory=dict, description="Extra environment variables (use ${ENV_VAR} for secrets)."
     )
@@ -71,8 +71,10 @@ class StdioUpstream(_Model):
     inherit_env: bool = Field(
         True, description="Pass Bastion's environment to the process (PATH, HOME, ...) in addition to env."
     )
-    restart: Restart = Field(default_factory=Restart)
-    timeouts: Timeouts = Field(default_factory=Timeouts)
+    restart: Restart = Field(default_factory=Restart, description="Restart policy when the process dies.")
+    timeouts: Timeouts = Field(
+        default_factory=Timeouts, description="connect: start + initialize; request: per call; idle: unused."
+    )
     isolation: Literal["session", "shared"] = Field(
         "session",
         description=(
@@ -90,9 +92,13 @@ class StdioUpstream(_Model):
 
 class Upstream(_Model):
     name: str = Field(description="Endpoint name: served at /mcp/<name>. Lowercase letters, digits, '-'.")
-    title: str | None = None
-    http: HttpUpstream | None = None
-    stdio: StdioUpstream | None = None
+    title: str | None = Field(None, description="Human-readable name, shown in logs and listings.")
+    http: HttpUpstream | None = Field(
+        None, description="A remote Streamable HTTP server (set this or stdio)."
+    )
+    stdio: StdioUpstream | None = Field(
+        None, description="A local server Bastion launches (set this or http)."
+    )
 
     @field_validator("name")
     @classmethod
@@ -151,7 +157,7 @@ class Sessions(_Model):
 
 
 class Audit(_Model):
-    enabled: bool = True
+    enabled: bool = Field(True, description="Record one audit event per MCP request (recommended).")
     jsonl_path: str | None = Field(None, description="Also append every record to this JSON Lines file.")
     retention_days: int | None = Field(
         None, ge=1, description="Delete records older than this; default keep."
@@ -159,8 +165,10 @@ class Audit(_Model):
 
 
 class Logging(_Model):
-    level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["text", "json"] = "text"
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Minimum level logged.")
+    format: Literal["text", "json"] = Field(
+        "text", description="text for people, json (one object per line)."
+    )
 
 
 class Settings(_Model):
@@ -168,20 +176,24 @@ class Settings(_Model):
 
     public_url: str = Field(
         "http://127.0.0.1:8080",
-        description="The URL clients use to reach Bastion (scheme, host, port, optional path prefix).",
+        description="The URL clients use to reach Bastion (scheme, host, port; no path).",
     )
     listen: str = Field("127.0.0.1:8080", description="host:port to bind.")
     storage: str = Field(
         "sqlite:///./.bastion/bastion.db",
         description="sqlite:///path (embedded default) or postgresql://user:password@host/db.",
     )
-    auth: Auth = Field(default_factory=Auth)
-    upstreams: list[Upstream] = Field(default_factory=list)
-    edge: Edge = Field(default_factory=Edge)
-    aggregate: Aggregate = Field(default_factory=Aggregate)
-    sessions: Sessions = Field(default_factory=Sessions)
-    audit: Audit = Field(default_factory=Audit)
-    logging: Logging = Field(default_factory=Logging)
+    auth: Auth = Field(default_factory=Auth, description="Authentication of MCP clients.")
+    upstreams: list[Upstream] = Field(
+        default_factory=list, description="The MCP servers Bastion fronts, each at /mcp/<name>."
+    )
+    edge: Edge = Field(default_factory=Edge, description="HTTP-level protections of the MCP endpoints.")
+    aggregate: Aggregate = Field(default_factory=Aggregate, description="The merged endpoint /mcp.")
+    sessions: Sessions = Field(default_factory=Sessions, description="Legacy-era (Mcp-Session-Id) sessions.")
+    audit: Audit = Field(
+        default_factory=Audit, description="The audit log (always in storage; optionally JSONL)."
+    )
+    logging: Logging = Field(default_factory=Logging, description="Server log output (stderr).")
 
     @field_validator("public_url")
     @classmethod
@@ -189,6 +201,8 @@ class Settings(_Model):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
             raise ValueError("must be an absolute http(s) URL without query or fragment")
+        if parts.path not in ("", "/"):
+            raise ValueError("must not have a path: Bastion serves /mcp and its other endpoints at the root")
         return value.rstrip("/")
 
     @field_validator("listen")

@@ -3,12 +3,18 @@ child environments, process-group signals and log-safe process keys."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import os
 import re
 import signal
 import time
 from collections.abc import Callable, Mapping
+
+READ_CHUNK = 256 * 1024  # bytes per pipe read
+STDERR_LINE_CHARS = 2000  # a logged stderr line is cut here
+LOGGED_LINE_CHARS = 200  # previews of bad stdout lines, stderr tail lines in error details
 
 # Names copied from Bastion's environment when ``inherit_env`` is false.
 MINIMAL_ENV_NAMES = ("PATH", "HOME", "LANG")
@@ -37,10 +43,7 @@ def build_env(
 ) -> dict[str, str]:
     """The child's environment: ``base`` (all of it, or only PATH/HOME/LANG), then
     ``spec_env``, then ``extra_env``; later layers win."""
-    if inherit:
-        env = dict(base)
-    else:
-        env = {name: base[name] for name in MINIMAL_ENV_NAMES if name in base}
+    env = dict(base) if inherit else {name: base[name] for name in MINIMAL_ENV_NAMES if name in base}
     env.update(spec_env)
     env.update(extra_env)
     return env
@@ -178,3 +181,36 @@ class RateLimiter:
     def take_suppressed(self) -> int:
         count, self.suppressed = self.suppressed, 0
         return count
+
+
+class StderrLog:
+    """Logs a child's stderr lines at INFO, at most ``per_second`` of them; the rest are
+    counted and reported as one "suppressed N lines" line about a second later."""
+
+    def __init__(self, logger: logging.Logger, tag: str, per_second: int) -> None:
+        self._log = logger
+        self._tag = tag
+        self._limit = RateLimiter(per_second)
+        self._flush: asyncio.TimerHandle | None = None
+
+    def __call__(self, raw: bytes) -> str:
+        """Log one line (if the rate allows); returns its short form for an error detail."""
+        text = raw.decode("utf-8", "replace").rstrip("\r")[:STDERR_LINE_CHARS]
+        if self._limit.allow():
+            self.flush()
+            self._log.info("%s: stderr: %s", self._tag, text)
+        elif self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(1.0, self.flush)
+        return text[:LOGGED_LINE_CHARS]
+
+    def flush(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        suppressed = self._limit.take_suppressed()
+        if suppressed:
+            self._log.info("%s: stderr: suppressed %d lines", self._tag, suppressed)
+
+
+def preview(line: bytes) -> str:
+    return line[:LOGGED_LINE_CHARS].decode("utf-8", "replace")

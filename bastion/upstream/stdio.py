@@ -28,16 +28,22 @@ import orjson
 
 from bastion.config.model import StdioUpstream
 from bastion.core.errors import UpstreamError, UpstreamFailed, UpstreamUnavailable
-from bastion.upstream._procutil import LineSplitter, RateLimiter, build_env, key_label, signal_group
+from bastion.upstream._procutil import (
+    LOGGED_LINE_CHARS,
+    READ_CHUNK,
+    LineSplitter,
+    StderrLog,
+    build_env,
+    key_label,
+    preview,
+    signal_group,
+)
 
-READ_CHUNK = 256 * 1024
 PIPE_LIMIT = 256 * 1024
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a longer stdout line is dropped (and logged)
-MAX_STDERR_BYTES = 8 * 1024  # stderr lines are cut here before decoding...
-STDERR_LINE_CHARS = 2000  # ...and here after
+MAX_STDERR_BYTES = 8 * 1024  # stderr lines are cut here before decoding (and to 2000 chars after)
 STDERR_LINES_PER_SECOND = 100
 STDERR_TAIL_LINES = 5  # kept for the detail of a start failure
-LOGGED_LINE_CHARS = 200  # non-JSON stdout lines and stderr tail lines
 FAST_FAIL_WINDOW = 0.2  # a first start that dies this soon makes start() raise
 READER_DRAIN_TIMEOUT = 1.0  # after exit, how long the pipes may take to reach EOF
 KILL_WAIT = 5.0
@@ -53,6 +59,9 @@ class _Child:
     exited: asyncio.Task[int]
     readers: list[asyncio.Task[None]] = field(default_factory=list)
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
+
+
+LineHandler = Callable[[bytes], None]
 
 
 class StdioProcess:
@@ -82,6 +91,7 @@ class StdioProcess:
         self._upstream = upstream
         self._spec = spec
         self._key = key_label(key)
+        self._tag = f"upstream={upstream} key={self._key}"  # prefix of every log line
         self._extra_env = dict(extra_env or {})
         self._on_message = on_message
         self._on_started = on_started
@@ -97,8 +107,7 @@ class StdioProcess:
         self._stopped = asyncio.Event()
         self._start_lock = asyncio.Lock()
         self._write_lock = asyncio.Lock()
-        self._stderr_limit = RateLimiter(STDERR_LINES_PER_SECOND)
-        self._stderr_flush: asyncio.TimerHandle | None = None
+        self._stderr = StderrLog(self._log, self._tag, STDERR_LINES_PER_SECOND)
 
     # -- public surface -------------------------------------------------------------------------
 
@@ -230,10 +239,6 @@ class StdioProcess:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    @property
-    def _tag(self) -> str:
-        return f"upstream={self._upstream} key={self._key}"
-
     def _unavailable(self, message: str, *, detail: str = "") -> UpstreamUnavailable:
         return UpstreamUnavailable(self._upstream, message, detail=detail)
 
@@ -248,10 +253,6 @@ class StdioProcess:
             inherit=spec.inherit_env, base=os.environ, spec_env=spec.env, extra_env=self._extra_env
         )
         where = f"command={spec.command!r} cwd={spec.cwd!r} key={self._key}"
-        if spec.cwd is not None and not os.path.isdir(spec.cwd):
-            raise self._unavailable(
-                "could not start the server process (working directory not found)", detail=where
-            )
         if self._log.isEnabledFor(logging.DEBUG):
             names = sorted({*spec.env, *self._extra_env})
             self._log.debug("%s: spawning %s; env names set: %s", self._tag, spec.command, ", ".join(names))
@@ -278,8 +279,14 @@ class StdioProcess:
             raise self._unavailable("could not start the server process", detail=f"{where} {exc!r}") from exc
         child = _Child(proc, asyncio.get_running_loop().time(), asyncio.create_task(proc.wait()))
         child.exited.add_done_callback(lambda _: self._ready.clear())
-        child.readers.append(asyncio.create_task(self._pump_stdout(child)))
-        child.readers.append(asyncio.create_task(self._pump_stderr(child)))
+        stdout = LineSplitter(MAX_MESSAGE_BYTES, on_oversize=self._oversized)
+        stderr = LineSplitter(MAX_STDERR_BYTES, truncate=True)
+        child.readers.append(asyncio.create_task(self._pump(proc.stdout, stdout, self._deliver)))
+        child.readers.append(
+            asyncio.create_task(
+                self._pump(proc.stderr, stderr, lambda raw: child.stderr_tail.append(self._stderr(raw)))
+            )
+        )
         self._log.info("%s: started pid %d (%s)", self._tag, proc.pid, spec.command)
         return child
 
@@ -379,7 +386,7 @@ class StdioProcess:
         if child is not None:
             await self._terminate(child)
             self._child = None
-        self._flush_stderr_suppressed()
+        self._stderr.flush()
         self._log.info("%s: stopped", self._tag)
 
     async def _terminate(self, child: _Child) -> None:
@@ -422,30 +429,29 @@ class StdioProcess:
 
     # -- pipes ----------------------------------------------------------------------------------
 
-    async def _pump_stdout(self, child: _Child) -> None:
-        stream = child.proc.stdout
+    async def _pump(
+        self, stream: asyncio.StreamReader | None, splitter: LineSplitter, handle: LineHandler
+    ) -> None:
         assert stream is not None
-        splitter = LineSplitter(MAX_MESSAGE_BYTES, on_oversize=self._oversized)
-        deliver = self._deliver
         try:
             while chunk := await stream.read(READ_CHUNK):
                 for line in splitter.feed(chunk):
-                    deliver(line)
+                    handle(line)
             last = splitter.finish()
             if last is not None:
-                deliver(last)
+                handle(last)
         except Exception:
-            self._log.exception("%s: stdout reader failed", self._tag)
+            self._log.exception("%s: pipe reader failed", self._tag)
 
     def _deliver(self, line: bytes) -> None:
         try:
             message = orjson.loads(line)
         except orjson.JSONDecodeError:
             if line.strip():
-                self._log.warning("%s: skipping non-JSON stdout line: %r", self._tag, _preview(line))
+                self._log.warning("%s: skipping non-JSON stdout line: %r", self._tag, preview(line))
             return
         if not isinstance(message, dict):
-            self._log.warning("%s: skipping non-object stdout line: %r", self._tag, _preview(line))
+            self._log.warning("%s: skipping non-object stdout line: %r", self._tag, preview(line))
             return
         try:
             self._on_message(message)
@@ -454,39 +460,3 @@ class StdioProcess:
 
     def _oversized(self, size: int) -> None:
         self._log.error("%s: dropped a %d-byte stdout line (limit %d)", self._tag, size, MAX_MESSAGE_BYTES)
-
-    async def _pump_stderr(self, child: _Child) -> None:
-        stream = child.proc.stderr
-        assert stream is not None
-        splitter = LineSplitter(MAX_STDERR_BYTES, truncate=True)
-        try:
-            while chunk := await stream.read(READ_CHUNK):
-                for line in splitter.feed(chunk):
-                    self._stderr_line(child, line)
-            last = splitter.finish()
-            if last is not None:
-                self._stderr_line(child, last)
-        except Exception:
-            self._log.exception("%s: stderr reader failed", self._tag)
-
-    def _stderr_line(self, child: _Child, raw: bytes) -> None:
-        text = raw.decode("utf-8", "replace").rstrip("\r")[:STDERR_LINE_CHARS]
-        child.stderr_tail.append(text[:LOGGED_LINE_CHARS])
-        if not self._stderr_limit.allow():
-            if self._stderr_flush is None:
-                self._stderr_flush = asyncio.get_running_loop().call_later(1.0, self._flush_stderr_suppressed)
-            return
-        self._flush_stderr_suppressed()
-        self._log.info("%s: stderr: %s", self._tag, text)
-
-    def _flush_stderr_suppressed(self) -> None:
-        if self._stderr_flush is not None:
-            self._stderr_flush.cancel()
-            self._stderr_flush = None
-        suppressed = self._stderr_limit.take_suppressed()
-        if suppressed:
-            self._log.info("%s: stderr: suppressed %d lines", self._tag, suppressed)
-
-
-def _preview(line: bytes) -> str:
-    return line[:LOGGED_LINE_CHARS].decode("utf-8", "replace")

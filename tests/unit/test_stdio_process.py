@@ -269,7 +269,8 @@ async def test_restart_after_crash_with_backoff_and_handshake(spawn: Factory) ->
     assert gaps[1] < 2.0
     # every response before a crash was delivered, before on_exited ran
     ids = [m["id"] for m in inbox.messages]
-    assert ids.index("b1") < ids.index("init-1") and ids.index("b2") < ids.index("init-2")
+    assert ids.index("b1") < ids.index("init-1")
+    assert ids.index("b2") < ids.index("init-2")
 
 
 async def test_stable_process_resets_backoff(spawn: Factory) -> None:
