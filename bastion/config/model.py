@@ -10,6 +10,11 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 UPSTREAM_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+EraName = Literal["legacy", "modern"]
+
+
+def _both_eras() -> list[EraName]:
+    return ["legacy", "modern"]
 
 
 class _Model(BaseModel):
@@ -93,6 +98,14 @@ class StdioUpstream(_Model):
 class Upstream(_Model):
     name: str = Field(description="Endpoint name: served at /mcp/<name>. Lowercase letters, digits, '-'.")
     title: str | None = Field(None, description="Human-readable name, shown in logs and listings.")
+    client_eras: list[EraName] = Field(
+        default_factory=_both_eras,
+        min_length=1,
+        description=(
+            "Protocol eras served to clients on /mcp/<name> (whatever the upstream speaks; the gap is "
+            "bridged). Without 'modern', server/discover gets -32022 and clients fall back to initialize."
+        ),
+    )
     http: HttpUpstream | None = Field(
         None, description="A remote Streamable HTTP server (set this or stdio)."
     )

@@ -18,7 +18,7 @@ from mcp.shared.inbound import (
     find_duplicated_routing_header,
 )
 from mcp_types import PROTOCOL_VERSION_META_KEY
-from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from bastion.core.errors import (
     BodyTooLarge,
@@ -123,15 +123,6 @@ def _check_modern(message: dict[str, Any], headers: dict[str, str], raw: list[tu
     if isinstance(verdict, InboundLadderRejection):
         error_type = _REJECTION_ERRORS.get(verdict.code, InvalidRequest)
         raise error_type(verdict.message, data=verdict.data)
-
-
-def legacy_only_rejection(requested: str | None) -> UnsupportedProtocolVersion:
-    """The answer a modern probe gets on an endpoint that serves only the legacy era:
-    -32022 listing only handshake versions, which makes SDK clients fall back to initialize."""
-    return UnsupportedProtocolVersion(
-        "Unsupported protocol version",
-        data={"supported": list(HANDSHAKE_PROTOCOL_VERSIONS), "requested": requested or ""},
-    )
 
 
 async def read_call(

@@ -1,5 +1,5 @@
-"""Small helpers for :mod:`bastion.upstream.stdio`: line splitting, stderr rate limiting,
-child environments, process-group signals and log-safe process keys."""
+"""Small helpers for :mod:`bastion.upstream.stdio`: spawning, pipe reading and line
+splitting, stderr rate limiting, child environments, process-group signals, log-safe keys."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ import re
 import signal
 import time
 from collections.abc import Callable, Mapping
+
+from bastion.config.model import StdioUpstream
+from bastion.core.errors import UpstreamUnavailable
 
 READ_CHUNK = 256 * 1024  # bytes per pipe read
 STDERR_LINE_CHARS = 2000  # a logged stderr line is cut here
@@ -47,6 +50,52 @@ def build_env(
     env.update(spec_env)
     env.update(extra_env)
     return env
+
+
+async def spawn_process(
+    upstream: str, spec: StdioUpstream, env: Mapping[str, str], *, key: str, pipe_limit: int
+) -> asyncio.subprocess.Process:
+    """Start ``spec.command`` in a new session (its own process group) with piped stdio."""
+    where = f"command={spec.command!r} cwd={spec.cwd!r} key={key}"
+    try:
+        return await asyncio.create_subprocess_exec(
+            spec.command,
+            *spec.args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=spec.cwd,
+            start_new_session=True,
+            limit=pipe_limit,
+        )
+    except FileNotFoundError as exc:  # subprocess names the cwd when chdir() failed
+        reason = "working directory not found" if exc.filename == spec.cwd else "command not found"
+        message, detail = f"could not start the server process ({reason})", where
+    except PermissionError as exc:
+        message, detail = "could not start the server process (not executable)", f"{where} {exc}"
+    except OSError as exc:
+        message, detail = "could not start the server process", f"{where} {exc!r}"
+    raise UpstreamUnavailable(upstream, message, detail=detail)
+
+
+async def pump_lines(
+    log: logging.Logger,
+    stream: asyncio.StreamReader | None,
+    splitter: LineSplitter,
+    handle: Callable[[bytes], None],
+) -> None:
+    """Read ``stream`` to EOF in chunks, handing each complete line to ``handle``."""
+    assert stream is not None
+    try:
+        while chunk := await stream.read(READ_CHUNK):
+            for line in splitter.feed(chunk):
+                handle(line)
+        last = splitter.finish()
+        if last is not None:
+            handle(last)
+    except Exception:
+        log.exception("pipe reader failed")
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> bool:

@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from bastion.config.model import Settings
+from bastion.core.eras_errors import legacy_only_rejection, modern_only_rejection
 from bastion.core.errors import (
     HttpMethodNotAllowed,
     InvalidRequest,
@@ -75,7 +76,11 @@ class UpstreamStage:
         if entry is None:
             raise UnknownEndpoint(f"No upstream named '{call.endpoint}'")
         if call.era is Era.MODERN:
+            if "modern" not in entry.config.client_eras:
+                raise legacy_only_rejection(call.protocol_version)
             return await self._modern(entry, call, principal, credential)
+        if "legacy" not in entry.config.client_eras and call.session_id is None:
+            raise modern_only_rejection(call.params.get("protocolVersion"))
         return await self._legacy(entry, call, principal, credential)
 
     # -- legacy era ------------------------------------------------------------------------------

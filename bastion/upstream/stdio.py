@@ -29,14 +29,14 @@ import orjson
 from bastion.config.model import StdioUpstream
 from bastion.core.errors import UpstreamError, UpstreamFailed, UpstreamUnavailable
 from bastion.upstream._procutil import (
-    LOGGED_LINE_CHARS,
-    READ_CHUNK,
     LineSplitter,
     StderrLog,
     build_env,
     key_label,
     preview,
+    pump_lines,
     signal_group,
+    spawn_process,
 )
 
 PIPE_LIMIT = 256 * 1024
@@ -59,9 +59,6 @@ class _Child:
     exited: asyncio.Task[int]
     readers: list[asyncio.Task[None]] = field(default_factory=list)
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=STDERR_TAIL_LINES))
-
-
-LineHandler = Callable[[bytes], None]
 
 
 class StdioProcess:
@@ -192,10 +189,11 @@ class StdioProcess:
                 raise self._unavailable("the server process is not running")
             timeout = self._spec.timeouts.request
             try:
-                await asyncio.wait_for(stdin.drain(), timeout)  # room for this message first
-                stdin.write(data)
-                stdin.write(b"\n")
-                await asyncio.wait_for(stdin.drain(), timeout)
+                async with asyncio.timeout(timeout):
+                    await stdin.drain()  # room for this message first: the buffer stays bounded
+                    stdin.write(data)
+                    stdin.write(b"\n")
+                    await stdin.drain()
             except TimeoutError:
                 raise UpstreamFailed(
                     self._upstream,
@@ -252,39 +250,20 @@ class StdioProcess:
         env = build_env(
             inherit=spec.inherit_env, base=os.environ, spec_env=spec.env, extra_env=self._extra_env
         )
-        where = f"command={spec.command!r} cwd={spec.cwd!r} key={self._key}"
         if self._log.isEnabledFor(logging.DEBUG):
             names = sorted({*spec.env, *self._extra_env})
             self._log.debug("%s: spawning %s; env names set: %s", self._tag, spec.command, ", ".join(names))
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                spec.command,
-                *spec.args,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=env,
-                cwd=spec.cwd,
-                start_new_session=True,
-                limit=PIPE_LIMIT,
-            )
-        except FileNotFoundError as exc:
-            reason = "working directory not found" if exc.filename == spec.cwd else "command not found"
-            raise self._unavailable(f"could not start the server process ({reason})", detail=where) from exc
-        except PermissionError as exc:
-            raise self._unavailable(
-                "could not start the server process (not executable)", detail=f"{where} {exc}"
-            ) from exc
-        except OSError as exc:
-            raise self._unavailable("could not start the server process", detail=f"{where} {exc!r}") from exc
+        proc = await spawn_process(self._upstream, spec, env, key=self._key, pipe_limit=PIPE_LIMIT)
         child = _Child(proc, asyncio.get_running_loop().time(), asyncio.create_task(proc.wait()))
         child.exited.add_done_callback(lambda _: self._ready.clear())
         stdout = LineSplitter(MAX_MESSAGE_BYTES, on_oversize=self._oversized)
         stderr = LineSplitter(MAX_STDERR_BYTES, truncate=True)
-        child.readers.append(asyncio.create_task(self._pump(proc.stdout, stdout, self._deliver)))
+        child.readers.append(asyncio.create_task(pump_lines(self._log, proc.stdout, stdout, self._deliver)))
         child.readers.append(
             asyncio.create_task(
-                self._pump(proc.stderr, stderr, lambda raw: child.stderr_tail.append(self._stderr(raw)))
+                pump_lines(
+                    self._log, proc.stderr, stderr, lambda raw: child.stderr_tail.append(self._stderr(raw))
+                )
             )
         )
         self._log.info("%s: started pid %d (%s)", self._tag, proc.pid, spec.command)
@@ -428,20 +407,6 @@ class StdioProcess:
             stdin.close()
 
     # -- pipes ----------------------------------------------------------------------------------
-
-    async def _pump(
-        self, stream: asyncio.StreamReader | None, splitter: LineSplitter, handle: LineHandler
-    ) -> None:
-        assert stream is not None
-        try:
-            while chunk := await stream.read(READ_CHUNK):
-                for line in splitter.feed(chunk):
-                    handle(line)
-            last = splitter.finish()
-            if last is not None:
-                handle(last)
-        except Exception:
-            self._log.exception("%s: pipe reader failed", self._tag)
 
     def _deliver(self, line: bytes) -> None:
         try:

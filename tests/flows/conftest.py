@@ -35,6 +35,8 @@ def gateway(flow_tmp: Path, everything_url: str) -> Iterator[Gateway]:
     """Bastion in front of an HTTP upstream (both eras), mcp-server-time and the demo server (stdio)."""
     upstreams = [
         {"name": "ev", "http": {"url": everything_url}},
+        {"name": "ev-legacy", "http": {"url": everything_url}, "client_eras": ["legacy"]},
+        {"name": "ev-modern", "http": {"url": everything_url}, "client_eras": ["modern"]},
         {"name": "time", "stdio": {"command": "mcp-server-time"}},
         {
             "name": "demo",
