@@ -18,15 +18,34 @@ X = "\u00d7"  # the multiplication sign of "0.45x"
 
 DOC_HEADER = f"""# Benchmarks
 
-`make bench` (or `python -m bench`) measures, in one run and on one machine, the cost of putting a
-gateway in front of an MCP server: the echo upstream alone (direct), through Bastion, through
-FastMCP's proxy (`create_proxy` + its `JWTVerifier`), and through a minimal hand-written ASGI
-forwarder (`bench/floor.py`, the Python floor). Upstream + gateway are pinned to core 0 and the load
-generator to core 1, so the gateway competes with the upstream for one core. Shared machines are
-noisy: compare the ratios and CPU per call within one run, not absolute numbers across runs.
+`make bench` (= `python -m bench`) measures, in one run and on one machine, what it costs to put a
+gateway in front of an MCP server. Every cell is `tools/call echo` as raw JSON-RPC over keep-alive
+HTTP/1.1 from closed-loop workers at concurrency 1, 16 and 64, in both protocol eras (legacy
+2025-11-25 with `initialize`; modern 2026-07-28 with the per-request `_meta` envelope and the
+`MCP-Protocol-Version` / `Mcp-Method` / `Mcp-Name` headers).
+
+- **direct**: the echo upstream alone (`bench/upstream.py`: official `mcp` 2.3.0 low-level
+  server, one `echo` tool, stateless, JSON responses, uvicorn + uvloop + httptools);
+- **floor**: `bench/floor.py`, a minimal hand-written pure-ASGI forwarder with one pyjwt HS256
+  check per request and one pooled aiohttp session: the Python floor;
+- **Bastion**: `bastion serve` with one HTTP upstream, auth disabled, SQLite storage;
+- **FastMCP**: FastMCP 4.1.6 `create_proxy(url)` + its `JWTVerifier` (HS256), what a Python user
+  would pick instead; and **FastMCP, reused session**: the same proxy built on one connected
+  upstream `Client` (FastMCP's fastest mode).
+
+The upstream and the gateway are pinned to core 0 and the load generator to core 1, so the gateway
+competes with the upstream for one core. "gateway CPU µs per call" is the growth of the gateway
+process tree's utime + stime (`/proc/<pid>/stat`) over the measured window divided by the calls;
+for direct it is the upstream's. Shared machines are noisy: compare the ratios and CPU per call
+within one run, not absolute numbers across runs. FastMCP runs from its own venv
+(`bench/.venv-fastmcp`, made on demand from `bench/fastmcp-reference.lock`), never from Bastion's.
+
+    make bench                                   # full run (~10 min), updates this file
+    python -m bench --quick                      # ~2 min, prints Markdown, writes nothing
+    python -m bench --targets direct,bastion --era modern --duration 5 --out docs/benchmarks.md
 
 Bastion's targets: ≤ 500 µs gateway CPU per call, ≤ +1.5 ms p50 at c=1, ≥ 0.45{X} direct throughput
-at c=16, ≥ 5{X} FastMCP's best mode, no timeouts at c=64.
+at c=16 (sharing a core with the upstream), ≥ 5{X} FastMCP's best mode, no timeouts at c=64.
 
 """
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from mcp_types import SERVER_INFO_META_KEY
+from mcp_types import CLIENT_CAPABILITIES_META_KEY, SERVER_INFO_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from bastion.core.errors import (
@@ -32,6 +32,7 @@ from bastion.core.replies import EmptyReply, MessageReply, Reply
 from bastion.upstream import naming
 from bastion.upstream.channel import LegacyChannel
 from bastion.upstream.eras import BASTION_INFO, negotiated_version, strip_envelope, to_modern_response
+from bastion.upstream.mrtr import MrtrBridge
 from bastion.upstream.registry import Link, UpstreamEntry
 from bastion.upstream.relay import RelaySession, error_response, forward_cancel, run_on_route, single
 from bastion.upstream.routes import CallRoute
@@ -63,8 +64,13 @@ _MAX_PAGES = 100
 
 class Aggregator:
     def __init__(
-        self, entries: dict[str, UpstreamEntry], sessions: SessionManager, relays: dict[str, RelaySession]
+        self,
+        entries: dict[str, UpstreamEntry],
+        sessions: SessionManager,
+        relays: dict[str, RelaySession],
+        mrtr: MrtrBridge,
     ) -> None:
+        self._mrtr = mrtr
         self._entries = entries
         self._sessions = sessions
         self._relays = relays
@@ -74,7 +80,7 @@ class Aggregator:
         self, call: InboundCall, principal: Principal, credential: UpstreamCredential
     ) -> Reply:
         if call.era is Era.MODERN:
-            return await self._modern(call, credential)
+            return await self._modern(call, principal, credential)
         if call.session_id is None:
             if call.http_method == "POST" and call.method == "initialize":
                 return await self._initialize(call, principal)
@@ -127,7 +133,7 @@ class Aggregator:
 
         async def link_for(entry: UpstreamEntry) -> Link:
             link = await entry.session_link(relay.session_id, init_params, credential)
-            if isinstance(link, LegacyChannel) and link is not entry._shared and link.session_sink is None:
+            if isinstance(link, LegacyChannel) and not entry.is_shared(link) and link.session_sink is None:
                 name = entry.name
                 link.session_sink = lambda m: relay.sink(naming.qualify_notification(name, m))
                 link.session_asker = relay.ask
@@ -157,7 +163,7 @@ class Aggregator:
 
     # -- modern ----------------------------------------------------------------------------------
 
-    async def _modern(self, call: InboundCall, credential: UpstreamCredential) -> Reply:
+    async def _modern(self, call: InboundCall, principal: Principal, credential: UpstreamCredential) -> Reply:
         if call.http_method != "POST":
             raise HttpMethodNotAllowed("Method Not Allowed: the 2026-07-28 transport uses POST only")
         if call.kind is not MessageKind.REQUEST:
@@ -173,16 +179,26 @@ class Aggregator:
                 "_meta": {SERVER_INFO_META_KEY: BASTION_INFO},
             }
             return MessageReply(messages=single({"jsonrpc": "2.0", "id": call.request_id, "result": result}))
+        if self._mrtr.holds(call):  # a retry answering a legacy upstream's question
+            return self._mrtr.resume(call, principal, "")
         meta = call.params.get("_meta") or {}
+        caps = meta.get(CLIENT_CAPABILITIES_META_KEY) if isinstance(meta, dict) else None
 
         async def link_for(entry: UpstreamEntry) -> Link:
             eras = await entry.eras()
-            if entry.http is not None and eras.modern:
+            if entry.http is not None and eras.modern:  # its own input_required goes to the client as is
                 return entry.modern_link(meta, credential, resolve_input=False)
-            return await entry.shared_channel(credential)
+            return await entry.shared_channel(credential, caps if isinstance(caps, dict) else None)
 
-        route = CallRoute(None, can_ask=False)
-        return self._run(call, route, link_for, era=Era.MODERN, relay=None)
+        method = call.method or ""
+        message = strip_envelope(call.message)
+
+        async def work(route: CallRoute) -> JsonObject:
+            return to_modern_response(
+                method, await self._handle(method, message, route, link_for, Era.MODERN)
+            )
+
+        return self._mrtr.start(call, principal, work, "")
 
     # -- shared ------------------------------------------------------------------------------------
 

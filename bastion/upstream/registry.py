@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,6 +28,7 @@ from bastion.upstream.stdio import StdioProcess
 
 JsonObject = dict[str, Any]
 log = logging.getLogger("bastion.upstream")
+_RELAYED_CAPABILITIES = frozenset({"sampling", "elicitation", "roots"})
 
 
 class Link(Protocol):
@@ -70,7 +72,7 @@ class UpstreamEntry:
         )
         self._eras: EraSupport | None = None
         self._era_lock = asyncio.Lock()
-        self._shared: LegacyChannel | None = None
+        self._shared: dict[bytes, LegacyChannel] = {}  # keyed by the client capabilities declared upstream
         self._shared_lock = asyncio.Lock()
         self._session_links: dict[str, Link] = {}
 
@@ -143,14 +145,29 @@ class UpstreamEntry:
 
     # -- channels ------------------------------------------------------------------------------
 
-    async def shared_channel(self, credential: UpstreamCredential) -> LegacyChannel:
-        """The channel Bastion itself initialized (modern clients, aggregate, isolation: shared)."""
-        if self._shared is not None and not self._shared.closed:
-            return self._shared
+    def is_shared(self, link: object) -> bool:
+        return any(link is channel for channel in self._shared.values())
+
+    async def shared_channel(
+        self, credential: UpstreamCredential, capabilities: JsonObject | None = None
+    ) -> LegacyChannel:
+        """A channel Bastion itself initialized, shared by callers declaring the same client
+        capabilities (modern-era clients, ``isolation: shared``): a server only asks a client
+        for what it declared, so callers that can answer elicitation get a session that says so."""
+        caps = {k: v for k, v in (capabilities or {}).items() if k in _RELAYED_CAPABILITIES}
+        key = orjson.dumps(caps, option=orjson.OPT_SORT_KEYS)
+        channel = self._shared.get(key)
+        if channel is not None and not channel.closed:
+            return channel
         async with self._shared_lock:
-            if self._shared is None or self._shared.closed:
-                self._shared = await self.open_channel(dict(BASTION_CLIENT_INIT), "shared", credential)
-            return self._shared
+            channel = self._shared.get(key)
+            if channel is None or channel.closed:
+                label = "shared" if not caps else f"shared-{hashlib.sha256(key).hexdigest()[:8]}"
+                channel = await self.open_channel(
+                    {**BASTION_CLIENT_INIT, "capabilities": caps}, label, credential
+                )
+                self._shared[key] = channel
+            return channel
 
     async def open_channel(
         self, init_params: JsonObject, key: str, credential: UpstreamCredential
@@ -197,7 +214,7 @@ class UpstreamEntry:
             return link
         eras = await self.eras()
         if self.config.stdio is not None and self.config.stdio.isolation == "shared":
-            return await self.shared_channel(credential)
+            return await self.shared_channel(credential, init_params.get("capabilities"))
         if not self.is_stdio and not eras.legacy:
             assert self.http is not None
             modern = ModernLink(
@@ -227,14 +244,14 @@ class UpstreamEntry:
 
     async def close_session(self, session_id: str) -> None:
         link = self._session_links.pop(session_id, None)
-        if link is not None and link is not self._shared:
+        if link is not None and not self.is_shared(link):
             await link.close()
 
     async def close(self) -> None:
         for session_id in list(self._session_links):
             await self.close_session(session_id)
-        if self._shared is not None:
-            await self._shared.close()
-            self._shared = None
+        for channel in self._shared.values():
+            await channel.close()
+        self._shared.clear()
         if self.http is not None:
             await self.http.close()

@@ -16,6 +16,8 @@ import asyncio
 import logging
 from typing import Any
 
+from mcp_types import CLIENT_CAPABILITIES_META_KEY
+
 from bastion.config.model import Settings
 from bastion.core.eras_errors import legacy_only_rejection, modern_only_rejection
 from bastion.core.errors import (
@@ -36,6 +38,7 @@ from bastion.upstream.eras import (
     strip_envelope,
     to_modern_response,
 )
+from bastion.upstream.mrtr import MrtrBridge
 from bastion.upstream.passthrough import ForwardPlan, Passthrough
 from bastion.upstream.registry import UpstreamEntry
 from bastion.upstream.relay import RelaySession, forward_cancel, run_on_route, single
@@ -56,8 +59,9 @@ class UpstreamStage:
             if entry.http is not None
         }
         self.relays: dict[str, RelaySession] = {}
+        self.mrtr = MrtrBridge()
         self.aggregate = (
-            Aggregator(self.entries, sessions, self.relays) if settings.aggregate.enabled else None
+            Aggregator(self.entries, sessions, self.relays, self.mrtr) if settings.aggregate.enabled else None
         )
         self._background: set[asyncio.Task[None]] = set()
         sessions.on_expired.append(self._expired)
@@ -128,7 +132,7 @@ class UpstreamStage:
             await self.sessions.drop(record.session_id)
             raise
         self.relays[record.session_id] = relay
-        if isinstance(link, LegacyChannel) and link.init_params is not None and link is not entry._shared:
+        if isinstance(link, LegacyChannel) and not entry.is_shared(link):
             link.session_sink = relay.sink
             link.session_asker = relay.ask
         result = self._initialize_result(link, entry, version)
@@ -210,7 +214,11 @@ class UpstreamStage:
             return await self.passthrough[entry.name].forward(ForwardPlan(call, principal, credential, None))
         if call.kind is not MessageKind.REQUEST:
             return EmptyReply(202, upstream=entry.name)  # no client→server notifications on this wire
-        channel = await entry.shared_channel(credential)
+        if self.mrtr.is_retry(call):
+            return self.mrtr.resume(call, principal, entry.name)
+        meta = call.params.get("_meta")
+        caps = meta.get(CLIENT_CAPABILITIES_META_KEY) if isinstance(meta, dict) else None
+        channel = await entry.shared_channel(credential, caps if isinstance(caps, dict) else None)
         if call.method == "server/discover":
             assert channel.initialize_result is not None
             response = {
@@ -219,16 +227,16 @@ class UpstreamStage:
                 "result": discover_from_initialize(channel.initialize_result),
             }
             return MessageReply(messages=single(response), upstream=entry.name)
-        route = CallRoute(None, can_ask=False)
         message = strip_envelope(call.message)
         method = call.method
 
-        async def work() -> JsonObject:
+        async def work(route: CallRoute) -> JsonObject:
             return to_modern_response(method, await channel.request(message, route))
 
-        return run_on_route(route, call.request_id, work, upstream=entry.name)
+        return self.mrtr.start(call, principal, work, entry.name)
 
     async def close(self) -> None:
+        self.mrtr.close()
         for session_id in list(self.relays):
             relay = self.relays.pop(session_id)
             relay.close()

@@ -44,6 +44,14 @@ class LocalBroker:
     def forget(self, request_id: str) -> None:
         self._pending.pop(request_id, None)
 
+    def answer(self, request_id: str, reply: JsonObject) -> bool:
+        """Resolve a pending request with ``{"result": ...}`` or ``{"error": ...}``."""
+        future = self._pending.pop(request_id, None)
+        if future is None or future.done():
+            return False
+        future.set_result(reply)
+        return True
+
     def resolve(self, message: JsonObject) -> bool:
         """Deliver a client's response; False when no such request is pending."""
         request_id = message.get("id")
