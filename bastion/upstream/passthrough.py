@@ -19,7 +19,8 @@ from bastion.core.replies import ByteReply, Headers
 from bastion.upstream.http import HttpUpstreamClient, map_client_error
 from bastion.upstream.sessions import SessionManager
 
-_RESPONSE_HEADERS = frozenset({"content-type", "content-length", "cache-control", "x-accel-buffering"})
+# content-length is not copied: Bastion frames the body itself (whole, or chunked while streaming)
+_RESPONSE_HEADERS = frozenset({"content-type", "cache-control", "x-accel-buffering"})
 _SMALL_BODY = 256 * 1024  # read JSON bodies up to this size whole: one ASGI send instead of several
 
 

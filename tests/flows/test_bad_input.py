@@ -280,3 +280,14 @@ async def test_gateway_still_serves_after_abuse(hostile_gateway: Gateway, gatewa
             assert r.status == 200
     status, _, _ = await post(gateway.url("ev"), init_body())
     assert status == 200
+
+
+async def test_response_framing_has_one_content_length(gateway: Gateway) -> None:
+    """aiohttp (strict) must accept Bastion's responses: one Content-Length, never two."""
+    body = init_body()
+    async with aiohttp.ClientSession() as s:
+        for endpoint in ("ev", "time", None):
+            async with s.post(gateway.url(endpoint), json=body, headers={"accept": ACCEPT}) as r:
+                assert r.status == 200
+                assert len(r.headers.getall("content-length", [])) <= 1
+                await r.read()
