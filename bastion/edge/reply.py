@@ -94,7 +94,7 @@ async def _send_bytes_stream(send: Send, call: InboundCall, reply: ByteReply, wa
     except UpstreamError as err:
         sent.failure = err
         log.warning("%s (trace %s): %s", err.message, call.trace_id, err.detail)
-        if reply.is_sse:
+        if reply.is_sse and call.request_id is not None:  # a GET stream just ends; the client reconnects
             body = sse_event(error_body(call.request_id, err))
             await send({"type": "http.response.body", "body": body, "more_body": True})
     watch.ended = True

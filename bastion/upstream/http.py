@@ -35,6 +35,8 @@ class HttpUpstreamClient:
         self.url = spec.url
         self.static_headers: tuple[tuple[str, str], ...] = tuple(spec.headers.items())
         self._session: aiohttp.ClientSession | None = None
+        connect = spec.timeouts.connect
+        self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect, sock_read=None)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -68,12 +70,20 @@ class HttpUpstreamClient:
         body: bytes | None = None,
         *,
         timeout: float | None = None,
+        long_lived: bool = False,
     ) -> aiohttp.ClientResponse:
-        """Send a request and return once the response headers arrived."""
+        """Send a request and return once the response headers arrived.
+
+        ``long_lived``: a GET event stream, which may stay silent for as long as the server
+        has nothing to say, so no idle read timeout applies to it.
+        """
         all_headers = [*self.static_headers, *headers, ("accept-encoding", "identity")]
+        per_request = self._stream_timeout if long_lived else None
         try:
             async with asyncio.timeout(timeout or self.spec.timeouts.request):
-                return await self.session.request(method, self.url, data=body, headers=all_headers)
+                return await self.session.request(
+                    method, self.url, data=body, headers=all_headers, timeout=per_request
+                )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise map_client_error(self.name, exc) from None
 

@@ -136,7 +136,7 @@ class HttpSessionTransport:
             headers = [("accept", "text/event-stream") if h[0] == "accept" else h for h in headers]
             try:
                 response = await self._client.request(
-                    "GET", headers, None, timeout=self._client.spec.timeouts.connect
+                    "GET", headers, None, timeout=self._client.spec.timeouts.connect, long_lived=True
                 )
             except UpstreamError:
                 await asyncio.sleep(delay)

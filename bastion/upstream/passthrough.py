@@ -72,6 +72,7 @@ class Passthrough:
             headers,
             body,
             timeout=self._client.spec.timeouts.connect + self._request_timeout,
+            long_lived=streaming_get,
         )
         status = response.status
         if status in (401, 403):
