@@ -25,6 +25,7 @@ def _run(settings: Settings) -> None:
         lifespan="on",
         access_log=False,
         server_header=False,
+        proxy_headers=settings.edge.trust_forwarded_headers,
         log_config=None,
         timeout_graceful_shutdown=10,
     )

@@ -175,6 +175,13 @@ class Audit(_Model):
     retention_days: int | None = Field(
         None, ge=1, description="Delete records older than this; default keep."
     )
+    flush_interval: float = Field(
+        0.25,
+        gt=0,
+        le=10,
+        description="Seconds a record may wait in memory before its batch is written (one transaction per batch).",
+    )
+    batch_size: int = Field(1024, ge=1, le=100_000, description="Most records written in one transaction.")
 
 
 class Logging(_Model):
