@@ -17,7 +17,7 @@ help:
 	@echo "make test       install test deps, lint, then the whole pytest suite (what CI runs)"
 	@echo "make lint       ruff check, ruff format --check, mypy --strict bastion, lint-imports"
 	@echo "make bench      run the benchmarks (python -m bench)"
-	@echo "make docs       regenerate docs/config.schema.json"
+	@echo "make docs       regenerate docs/config.schema.json and docs/configuration.md"
 	@echo "make clean      remove caches and build output; distclean also .venv and node_modules"
 	@echo "variables: PYTHON=/path/to/python3.11+  PYTEST_ARGS='-k foo -x'"
 
@@ -50,11 +50,13 @@ bench: $(VENV)/.bastion-install.stamp
 
 docs: $(VENV)/.bastion-install.stamp
 	@mkdir -p docs
-	$(PY) -m bastion.cli.main config schema > docs/config.schema.json.tmp
+	$(PY) -m bastion config schema > docs/config.schema.json.tmp
 	@mv docs/config.schema.json.tmp docs/config.schema.json
+	$(PY) -m bastion config reference > docs/configuration.md.tmp
+	@mv docs/configuration.md.tmp docs/configuration.md
 
 clean:
-	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .import_linter_cache *.egg-info docs/config.schema.json.tmp
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .import_linter_cache *.egg-info docs/config.schema.json.tmp docs/configuration.md.tmp
 	find . -path ./.venv -prune -o -path ./tests/node/node_modules -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
 
 distclean: clean

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections import deque
@@ -210,7 +209,7 @@ class AuditRecorder:
     def _capped(rec: AuditRecord) -> AuditRecord:
         if len(rec.detail) <= MAX_DETAIL:
             return rec
-        return dataclasses.replace(rec, detail=rec.detail[: MAX_DETAIL - 1] + "…")
+        return rec._replace(detail=rec.detail[: MAX_DETAIL - 1] + "…")
 
     def _report_drops(self) -> None:
         if not self._dropped_unreported:

@@ -179,7 +179,7 @@ class Audit(_Model):
         0.25,
         gt=0,
         le=10,
-        description="Seconds a record may wait in memory before its batch is written (one transaction per batch).",
+        description="Seconds a record may wait in memory before its batch is written (one transaction each).",
     )
     batch_size: int = Field(1024, ge=1, le=100_000, description="Most records written in one transaction.")
 

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 Headers = tuple[tuple[bytes, bytes], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class ByteReply:
+class ByteReply(NamedTuple):
     """Bytes relayed from an HTTP upstream as they arrive (the passthrough fast path)."""
 
     status: int
@@ -21,8 +19,7 @@ class ByteReply:
     upstream: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class MessageReply:
+class MessageReply(NamedTuple):
     """JSON-RPC messages produced by Bastion (relay, bridging, aggregation).
 
     For a request, the last message is its response; anything before it (progress,
@@ -35,12 +32,10 @@ class MessageReply:
     stream: bool = False  # force SSE (a GET stream)
 
 
-@dataclass(frozen=True, slots=True)
-class EmptyReply:
+class EmptyReply(NamedTuple):
     status: int = 202
     headers: Headers = ()
     upstream: str = ""
-    attrs: dict[str, str] = field(default_factory=dict)
 
 
 Reply = ByteReply | MessageReply | EmptyReply

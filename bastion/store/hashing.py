@@ -8,7 +8,6 @@ ones, so a record hashes identically whichever database it went through.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 from typing import Any
@@ -51,12 +50,38 @@ def _clean_text(value: str) -> str:
     return value
 
 
+_NONE = type(None)
+
+
+def _is_clean(record: AuditRecord) -> bool:
+    """The common case, checked cheaply: every field already has its stored type and range."""
+    ts = record.ts
+    if type(ts) is not float or not math.isfinite(ts):
+        return False
+    for value in (record.latency_ms, record.upstream_ms):
+        if value is not None and (type(value) is not float or not math.isfinite(value)):
+            return False
+    for value in (record.status, record.error_code):
+        if value is not None and (type(value) is not int or not _INT64[0] <= value <= _INT64[1]):
+            return False
+    text = ""
+    for name in _STR_FIELDS:
+        value = getattr(record, name)
+        if value is not None:
+            if type(value) is not str:
+                return False
+            text += value
+    return text.isascii() and "\x00" not in text
+
+
 def normalize(record: AuditRecord) -> AuditRecord:
     """Coerce a record to what every store can hold and give back unchanged.
 
     Numbers become float/int of storable range (NaN/inf and out-of-range ints become
     None), text loses NUL and lone surrogates. Returns ``record`` itself when nothing changes.
     """
+    if _is_clean(record):
+        return record
     changes: dict[str, Any] = {}
     ts = float(record.ts)
     if not math.isfinite(ts):
@@ -86,16 +111,15 @@ def normalize(record: AuditRecord) -> AuditRecord:
         text = _clean_text(str(value))
         if text != value or type(value) is not str:
             changes[name] = text
-    return dataclasses.replace(record, **changes) if changes else record
+    return record._replace(**changes) if changes else record
 
 
-# Computed once: dataclasses.fields() per call costs more than the rest of the hashing.
-FIELD_NAMES: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(AuditRecord))
+FIELD_NAMES: tuple[str, ...] = AuditRecord._fields
 
 
 def record_fields(record: AuditRecord) -> dict[str, Any]:
     """The record's fields as a plain dict (column values and JSON object keys)."""
-    return {name: getattr(record, name) for name in FIELD_NAMES}
+    return dict(zip(FIELD_NAMES, record, strict=True))
 
 
 def canonical_json(record: AuditRecord) -> bytes:
@@ -105,6 +129,4 @@ def canonical_json(record: AuditRecord) -> bytes:
 
 def link_hash(prev_hash: str, record: AuditRecord) -> str:
     """sha256(prev_hash + canonical_json(record)) in lowercase hex."""
-    digest = hashlib.sha256(prev_hash.encode("ascii"))
-    digest.update(canonical_json(record))
-    return digest.hexdigest()
+    return hashlib.sha256(prev_hash.encode("ascii") + canonical_json(record)).hexdigest()

@@ -25,7 +25,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bastion.core.records import AuditRecord, SessionRecord, StoredAuditRecord
-from bastion.store.hashing import FIELD_NAMES, link_hash, normalize, record_fields
+from bastion.store.hashing import FIELD_NAMES, link_hash, normalize
 from bastion.store.tables import HEAD_ID, audit_head, audit_records, sessions
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,13 @@ class SqlAuditStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        columns = ("seq", *FIELD_NAMES, "prev_hash", "hash")
+        if engine.dialect.paramstyle == "qmark":
+            marks = ", ".join("?" for _ in columns)
+        else:  # asyncpg: numeric_dollar
+            marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+        # built from constant column names only: no value is ever formatted into SQL
+        self._insert_sql = f"INSERT INTO audit_records ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
 
     async def append(self, records: Sequence[AuditRecord]) -> list[StoredAuditRecord]:
         if not records:
@@ -144,16 +151,16 @@ class SqlAuditStore:
             ).one()
             seq, prev = int(head.seq), str(head.hash)
             stored: list[StoredAuditRecord] = []
+            rows: list[tuple[object, ...]] = []
             for record in cleaned:
                 seq += 1
                 digest = link_hash(prev, record)
                 stored.append(StoredAuditRecord(seq=seq, record=record, prev_hash=prev, hash=digest))
+                rows.append((seq, *record, prev, digest))
                 prev = digest
-            rows = [
-                {**record_fields(s.record), "seq": s.seq, "prev_hash": s.prev_hash, "hash": s.hash}
-                for s in stored
-            ]
-            await conn.execute(sa.insert(audit_records), rows)
+            # Straight to the driver: SQLAlchemy's per-row parameter processing cost more than
+            # the hashing and the insert together (measured ~25 µs per record).
+            await conn.exec_driver_sql(self._insert_sql, rows)
             await conn.execute(
                 sa.update(audit_head).where(audit_head.c.id == HEAD_ID).values(seq=seq, hash=prev)
             )

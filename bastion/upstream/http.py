@@ -36,7 +36,9 @@ class HttpUpstreamClient:
         self.static_headers: tuple[tuple[str, str], ...] = tuple(spec.headers.items())
         self._session: aiohttp.ClientSession | None = None
         connect = spec.timeouts.connect
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect, sock_read=None)
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect, sock_connect=connect, sock_read=None
+        )
 
     @property
     def session(self) -> aiohttp.ClientSession:

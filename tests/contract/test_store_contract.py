@@ -8,7 +8,6 @@ database (concurrency, tampering) take ``store_url`` and skip the memory backend
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import math
 
@@ -268,7 +267,7 @@ async def test_verify_finds_the_first_broken_link(store_url: str, tamper: str) -
                 await conn.execute(sa.text("DELETE FROM audit_records WHERE seq = 4"))
             else:  # recompute seq 4's hash after an edit: seq 5 no longer links to it
                 row = (await conn.execute(sa.text("SELECT prev_hash FROM audit_records WHERE seq = 4"))).one()
-                forged = dataclasses.replace(rec(4), detail="edited")
+                forged = rec(4)._replace(detail="edited")
                 await conn.execute(
                     sa.text("UPDATE audit_records SET detail = 'edited', hash = :h WHERE seq = 4"),
                     {"h": link_hash(row.prev_hash, forged)},

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.gateway import Gateway, run_gateway
-from tests.support.procs import free_port
-from tests.support.procs import REPO_ROOT
+from tests.support.procs import REPO_ROOT, free_port
 from tests.support.servers import run_fixture_server
 
 NODE_MODULES = REPO_ROOT / "tests" / "node" / "node_modules"

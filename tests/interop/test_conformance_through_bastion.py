@@ -23,9 +23,13 @@ def bastion_in_front(tmp_path_factory: pytest.TempPathFactory, everything_upstre
 
 
 @pytest.mark.parametrize("name", list(BASELINES))
-def test_conformance_through_bastion(name: str, conformance_harness: object, bastion_in_front: Gateway) -> None:
+def test_conformance_through_bastion(
+    name: str, conformance_harness: object, bastion_in_front: Gateway
+) -> None:
     kwargs, expected, expected_failures = BASELINES[name]
     result = run_conformance(bastion_in_front.url("ev"), timeout_s=480, **kwargs)
     assert not result.timed_out, result.summary()
-    assert set(result.failed_scenarios) == expected_failures, result.summary() + "\n" + bastion_in_front.tail()
+    assert set(result.failed_scenarios) == expected_failures, (
+        result.summary() + "\n" + bastion_in_front.tail()
+    )
     assert result.counts == expected, result.summary()
