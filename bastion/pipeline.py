@@ -103,7 +103,7 @@ class McpPipeline:
                 event, error_code, detail = sent.failure.event, sent.failure.code, sent.failure.message
         except BastionError as err:
             era = call.era if call is not None else None
-            request_id = call.request_id if call is not None else None
+            request_id = call.request_id if call is not None else err.request_id
             status = await send_error(send, err, request_id, era)
             event, error_code, detail = err.event, err.code, err.message
             level = logging.INFO if isinstance(err, ClientError) else logging.WARNING

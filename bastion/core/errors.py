@@ -57,6 +57,9 @@ class BastionError(Exception):
         self.message = message
         self.detail = detail
         self.data = data
+        # the JSON-RPC id of the request being refused, once it is known: every error
+        # response carries the request's id (null only when the id itself is unreadable)
+        self.request_id: str | int | None = None
 
 
 class ClientError(BastionError):

@@ -174,10 +174,16 @@ async def read_call(
         raise InvalidRequest("Invalid Request: JSON-RPC batches are not supported by MCP since 2025-06-18")
     if not isinstance(message, dict):
         raise InvalidRequest("Invalid Request: the body must be one JSON-RPC object")
-    kind = _kind_of(message)
-    era = _era_of(message, version)
-    if era is Era.MODERN and kind is MessageKind.REQUEST:
-        _check_modern(message, headers, raw)
+    raw_id = message.get("id")
+    try:
+        kind = _kind_of(message)
+        era = _era_of(message, version)
+        if era is Era.MODERN and kind is MessageKind.REQUEST:
+            _check_modern(message, headers, raw)
+    except ClientError as err:
+        if isinstance(raw_id, str | int) and not isinstance(raw_id, bool):
+            err.request_id = raw_id
+        raise
     rpc_method = message.get("method")
     name: str | None = None
     params = message.get("params")

@@ -291,3 +291,14 @@ async def test_response_framing_has_one_content_length(gateway: Gateway) -> None
                 assert r.status == 200
                 assert len(r.headers.getall("content-length", [])) <= 1
                 await r.read()
+
+
+async def test_errors_carry_the_request_id(gateway: Gateway) -> None:
+    body, headers = modern_call("test_simple_text", request_id=101)
+    headers["mcp-name"] = "other"
+    _, _, raw = await post(gateway.url("ev"), body, headers)
+    assert json.loads(raw)["id"] == 101
+    _, _, raw = await post(gateway.url("ev"), {"jsonrpc": "2.0", "id": 102, "method": 7})
+    assert json.loads(raw)["id"] == 102
+    _, _, raw = await post(gateway.url("ev"), b"{broken")
+    assert json.loads(raw)["id"] is None
