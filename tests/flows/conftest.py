@@ -95,3 +95,18 @@ def hostile_gateway(flow_tmp: Path, hostile_base: str) -> Iterator[Gateway]:
         flow_tmp, upstreams, extra={"aggregate": {"enabled": False}, "edge": {"max_body_bytes": 65536}}
     ) as gw:
         yield gw
+
+
+@pytest.fixture(scope="session")
+def bridge_gateway(flow_tmp: Path) -> Iterator[Gateway]:
+    """Bastion in front of a legacy-only and a modern-only HTTP upstream: every path bridged."""
+    with (
+        run_fixture_server("everything_server.py", flow_tmp, "--era", "legacy") as legacy_only,
+        run_fixture_server("everything_server.py", flow_tmp, "--era", "modern") as modern_only,
+    ):
+        upstreams = [
+            {"name": "old", "http": {"url": legacy_only}},
+            {"name": "new", "http": {"url": modern_only}},
+        ]
+        with run_gateway(flow_tmp, upstreams) as gw:
+            yield gw
