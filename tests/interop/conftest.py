@@ -17,23 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
-import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, NoReturn
+from typing import NoReturn
 
 import pytest
 
-from tests.interop.conformance import HARNESSES, INSTALL_HINT, NODE22, REPO_ROOT, node_env
-
-EVERYTHING_SERVER = REPO_ROOT / "tests" / "fixtures" / "everything_server.py"
-STARTUP_TIMEOUT_S = 30.0
+from tests.interop.conformance import HARNESSES, INSTALL_HINT, NODE22, node_env
+from tests.support.servers import run_fixture_server
 
 
 def _missing(what: str) -> NoReturn:
@@ -61,73 +54,14 @@ def conformance_harness(node22: Path) -> dict[str, Path]:
     return dict(HARNESSES)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    url = f"http://127.0.0.1:{port}/healthz"
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"everything server exited with {proc.returncode}:\n{_tail(log_path)}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"everything server not ready after {STARTUP_TIMEOUT_S}s:\n{_tail(log_path)}")
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
 @contextlib.contextmanager
-def run_everything_server(*args: str, host: str = "127.0.0.1") -> Iterator[str]:
+def run_everything_server(*args: str) -> Iterator[str]:
     """Start the fixture server on a free loopback port; yield its MCP URL; stop it."""
-    with tempfile.TemporaryDirectory(prefix="bastion-everything-") as tmp:
-        log_path = Path(tmp) / "server.log"
-        last_error: Exception | None = None
-        for _attempt in range(3):  # the free port can be taken between probe and bind
-            port = free_port()
-            log: IO[bytes]
-            with open(log_path, "wb") as log:
-                proc = subprocess.Popen(
-                    [sys.executable, str(EVERYTHING_SERVER), "--host", host, "--port", str(port), *args],
-                    cwd=REPO_ROOT,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            try:
-                try:
-                    _wait_ready(proc, port, log_path)
-                except RuntimeError as exc:
-                    last_error = exc
-                    continue
-                yield f"http://{host}:{port}/mcp"
-                return
-            finally:
-                _stop(proc)
-        raise RuntimeError(f"could not start the everything server: {last_error}")
+    with (
+        tempfile.TemporaryDirectory(prefix="bastion-everything-") as tmp,
+        run_fixture_server("everything_server.py", Path(tmp), *args) as url,
+    ):
+        yield url
 
 
 @pytest.fixture(scope="session")
