@@ -44,7 +44,6 @@ class BastionApp:
         self.upstream: UpstreamStage | None = None
         self.pipeline: McpPipeline | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self.ready = asyncio.Event() if False else None
 
     async def startup(self) -> None:
         settings = self.settings
@@ -101,14 +100,17 @@ class BastionApp:
                 entry.forget_eras()
 
     async def _maintain(self, sessions: SessionManager) -> None:
+        assert self.upstream is not None
         while True:
             await asyncio.sleep(MAINTENANCE_INTERVAL)
             try:
-                expired = await sessions.maintain()
-                for _ in expired:
+                for _ in await sessions.maintain():
                     self._lifecycle(events.SESSION_EXPIRED, "idle")
+                reaped = await self.upstream.reap_idle()
+                if reaped:
+                    log.info("stopped %d idle per-session stdio processes", reaped)
             except Exception:
-                log.exception("session maintenance failed")
+                log.exception("maintenance failed")
 
     async def shutdown(self) -> None:
         for task in self._tasks:

@@ -30,7 +30,6 @@ from bastion.core.errors import (
 from bastion.core.records import Era, InboundCall, MessageKind, Principal, UpstreamCredential
 from bastion.core.replies import EmptyReply, MessageReply, Reply
 from bastion.upstream import naming
-from bastion.upstream.channel import LegacyChannel
 from bastion.upstream.eras import BASTION_INFO, negotiated_version, strip_envelope, to_modern_response
 from bastion.upstream.mrtr import MrtrBridge
 from bastion.upstream.registry import Link, UpstreamEntry
@@ -74,7 +73,6 @@ class Aggregator:
         self._entries = entries
         self._sessions = sessions
         self._relays = relays
-        self._init_params: dict[str, JsonObject] = {}
 
     async def dispatch(
         self, call: InboundCall, principal: Principal, credential: UpstreamCredential
@@ -106,7 +104,6 @@ class Aggregator:
             client_info=params.get("clientInfo") or {},
         )
         self._relays[record.session_id] = RelaySession(record)
-        self._init_params[record.session_id] = {**params, "protocolVersion": version}
         result = {
             "protocolVersion": version,
             "capabilities": CAPABILITIES,
@@ -124,20 +121,20 @@ class Aggregator:
         if call.http_method == "DELETE":
             relay.close()
             self._relays.pop(relay.session_id, None)
-            self._init_params.pop(relay.session_id, None)
             for entry in self._entries.values():
                 await entry.close_session(relay.session_id)
             await self._sessions.drop(relay.session_id)
             return EmptyReply(200)
-        init_params = self._init_params.get(relay.session_id, {})
 
         async def link_for(entry: UpstreamEntry) -> Link:
-            link = await entry.session_link(relay.session_id, init_params, credential)
-            if isinstance(link, LegacyChannel) and not entry.is_shared(link) and link.session_sink is None:
-                name = entry.name
-                link.session_sink = lambda m: relay.sink(naming.qualify_notification(name, m))
-                link.session_asker = relay.ask
-            return link
+            name = entry.name
+
+            def sink(message: JsonObject) -> None:
+                relay.sink(naming.qualify_notification(name, message))
+
+            return await entry.session_link(
+                relay.session_id, relay.init_params, credential, sink=sink, asker=relay.ask
+            )
 
         if call.kind is MessageKind.RESPONSE:
             relay.broker.resolve(call.message)

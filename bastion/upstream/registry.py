@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -18,7 +19,7 @@ from mcp_types.version import LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 from bastion.config.model import Upstream
 from bastion.core.errors import UpstreamError, UpstreamUnavailable
 from bastion.core.records import UpstreamCredential
-from bastion.upstream.channel import LegacyChannel
+from bastion.upstream.channel import LegacyChannel, SessionAsker
 from bastion.upstream.eras import BASTION_CLIENT_INIT
 from bastion.upstream.http import HttpUpstreamClient
 from bastion.upstream.http_session import HttpSessionTransport
@@ -206,9 +207,19 @@ class UpstreamEntry:
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def session_link(
-        self, session_id: str, init_params: JsonObject, credential: UpstreamCredential
+        self,
+        session_id: str,
+        init_params: JsonObject,
+        credential: UpstreamCredential,
+        *,
+        sink: Callable[[JsonObject], None] | None = None,
+        asker: SessionAsker | None = None,
     ) -> Link:
-        """The link a legacy client session uses: its own channel (full fidelity) or the shared one."""
+        """The link a legacy client session uses: its own channel (full fidelity) or the shared one.
+
+        ``sink``/``asker`` receive what the upstream sends outside any call (the session's GET
+        stream); they apply to the session's own channel only, never to a shared one.
+        """
         link = self._session_links.get(session_id)
         if link is not None:
             return link
@@ -226,9 +237,40 @@ class UpstreamEntry:
             modern.initialize_result = None
             link = modern
         else:
-            link = await self.open_channel(init_params, session_id, credential)
+            stdio = self.config.stdio
+            if stdio is not None:
+                own = sum(
+                    1 for existing in self._session_links.values() if isinstance(existing, LegacyChannel)
+                )
+                if own >= stdio.max_processes:
+                    raise UpstreamUnavailable(
+                        self.name, f"has reached its limit of {stdio.max_processes} per-session processes"
+                    )
+            channel = await self.open_channel(init_params, session_id, credential)
+            channel.session_sink = sink
+            channel.session_asker = asker
+            link = channel
         self._session_links[session_id] = link
         return link
+
+    async def reap_idle(self) -> int:
+        """Stop per-session stdio processes idle for ``stdio.idle_timeout``; a later call on the
+        session starts a fresh one (initialized again with the client's own parameters)."""
+        stdio = self.config.stdio
+        if stdio is None:
+            return 0
+        now = asyncio.get_running_loop().time()
+        reaped = 0
+        for session_id, link in list(self._session_links.items()):
+            if (
+                isinstance(link, LegacyChannel)
+                and link.in_flight == 0
+                and now - link.last_used > stdio.idle_timeout
+            ):
+                del self._session_links[session_id]
+                await link.close()
+                reaped += 1
+        return reaped
 
     def modern_link(
         self, meta: JsonObject, credential: UpstreamCredential, resolve_input: bool

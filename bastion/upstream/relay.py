@@ -79,6 +79,16 @@ class RelaySession:
     def session_id(self) -> str:
         return self.record.session_id
 
+    @property
+    def init_params(self) -> JsonObject:
+        """The client's own initialize parameters, for (re)opening its upstream links."""
+        record = self.record
+        return {
+            "protocolVersion": record.protocol_version,
+            "capabilities": record.client_capabilities,
+            "clientInfo": record.client_info,
+        }
+
     def sink(self, message: JsonObject) -> None:
         """Unattributed upstream messages go to the client's GET stream, if it opened one."""
         if self._get_queue is not None:

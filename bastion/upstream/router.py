@@ -30,7 +30,6 @@ from bastion.core.errors import (
 from bastion.core.records import Era, InboundCall, MessageKind, Principal, UpstreamCredential
 from bastion.core.replies import EmptyReply, MessageReply, Reply
 from bastion.upstream.aggregate import Aggregator
-from bastion.upstream.channel import LegacyChannel
 from bastion.upstream.eras import (
     discover_from_initialize,
     initialize_from_discover,
@@ -126,15 +125,16 @@ class UpstreamStage:
         relay = RelaySession(record)
         try:
             link = await entry.session_link(
-                record.session_id, {**params, "protocolVersion": version}, credential
+                record.session_id,
+                {**params, "protocolVersion": version},
+                credential,
+                sink=relay.sink,
+                asker=relay.ask,
             )
         except BaseException:
             await self.sessions.drop(record.session_id)
             raise
         self.relays[record.session_id] = relay
-        if isinstance(link, LegacyChannel) and not entry.is_shared(link):
-            link.session_sink = relay.sink
-            link.session_asker = relay.ask
         result = self._initialize_result(link, entry, version)
         response = {"jsonrpc": "2.0", "id": call.request_id, "result": result}
         return MessageReply(
@@ -159,7 +159,9 @@ class UpstreamStage:
         if call.http_method == "DELETE":
             await self.close_relay(relay.session_id)
             return EmptyReply(200, upstream=entry.name)
-        link = await entry.session_link(relay.session_id, {}, credential)
+        link = await entry.session_link(
+            relay.session_id, relay.init_params, credential, sink=relay.sink, asker=relay.ask
+        )
         message = call.message
         if call.kind is MessageKind.RESPONSE:
             relay.broker.resolve(message)
@@ -234,6 +236,13 @@ class UpstreamStage:
             return to_modern_response(method, await channel.request(message, route))
 
         return self.mrtr.start(call, principal, work, entry.name)
+
+    async def reap_idle(self) -> int:
+        self.mrtr.sweep()
+        reaped = 0
+        for entry in self.entries.values():
+            reaped += await entry.reap_idle()
+        return reaped
 
     async def close(self) -> None:
         self.mrtr.close()
