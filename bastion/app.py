@@ -33,6 +33,13 @@ log = logging.getLogger("bastion")
 MAINTENANCE_INTERVAL = 30.0
 
 
+class _NoAudit:
+    """``audit.enabled: false``: per-request records are not kept (lifecycle events still are)."""
+
+    def record(self, rec: AuditRecord) -> None:
+        return
+
+
 class BastionApp:
     """The ASGI application. Built fully at lifespan startup; serves /mcp* through the pipeline."""
 
@@ -73,7 +80,7 @@ class BastionApp:
             policy=AllowAll(),
             vault=StaticVault(),
             upstream=self.upstream,
-            audit=self.audit,
+            audit=self.audit if settings.audit.enabled else _NoAudit(),
         )
         self._lifecycle(events.SERVER_STARTED, f"{len(settings.upstreams)} upstreams")
         # Everything built so far lives as long as the process: keep it out of the cyclic

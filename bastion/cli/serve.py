@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 import uvicorn
+import yaml
 
 from bastion.app import create_app
 from bastion.cli.common import DEFAULT_CONFIG, ConfigOption, console, load_settings
@@ -58,10 +59,10 @@ def demo_settings(port: int, state_dir: Path) -> Settings:
     )
 
 
-def _connect_help(port: int) -> str:
+def _connect_help(port: int, config: Path) -> str:
     url = f"http://127.0.0.1:{port}/mcp/demo"
     return f"""
-[bold green]Bastion demo is running.[/bold green] State lives in ./.bastion/
+[bold green]Bastion demo is running.[/bold green] State lives in {config.parent}/
 
   MCP endpoint (demo upstream):  [bold]{url}[/bold]
   Aggregate endpoint (all):      http://127.0.0.1:{port}/mcp
@@ -79,7 +80,7 @@ def _connect_help(port: int) -> str:
                            print(await c.call_tool("current_time", {{"timezone": "UTC"}}))
                    anyio.run(main)
                    PY
-  Audit log:       bastion audit tail -f -c <(echo 'storage: sqlite:///./.bastion/bastion.db')
+  Audit log:       .venv/bin/bastion audit tail -f -c {config}
 
 Authentication is OFF in the demo (loopback only). Press Ctrl+C to stop.
 """
@@ -92,6 +93,10 @@ def demo(
     """Run Bastion with no configuration: SQLite, the bundled demo upstream, no network."""
     state_dir.mkdir(parents=True, exist_ok=True)
     settings = demo_settings(port, state_dir.resolve())
-    console.print(_connect_help(port), highlight=False)
+    # the same settings as a file, so admin commands (audit tail, ...) can read this state
+    config = state_dir / "demo.yaml"
+    as_file = settings.model_dump(mode="json", exclude_defaults=True)
+    config.write_text(yaml.safe_dump(as_file, sort_keys=False))
+    console.print(_connect_help(port, config), highlight=False)
     logging.getLogger("bastion").info("demo state in %s", state_dir.resolve())
     _run(settings)

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from bastion.core.records import AuditRecord, SessionRecord, StoredAuditRecord
 from bastion.store.hashing import FIELD_NAMES, link_hash, normalize
+from bastion.store.sqlite_audit import SqliteAuditWriter
 from bastion.store.tables import HEAD_ID, audit_head, audit_records, sessions
 
 log = logging.getLogger(__name__)
@@ -135,12 +136,23 @@ class SqlAuditStore:
         else:  # asyncpg: numeric_dollar
             marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
         # built from constant column names only: no value is ever formatted into SQL
+        self._sqlite: SqliteAuditWriter | None = None
+        path = _sqlite_file(engine.url) if engine.dialect.name == "sqlite" else None
         self._insert_sql = f"INSERT INTO audit_records ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
+        if path is not None:
+            timeout = float(engine.url.query.get("timeout", SQLITE_BUSY_TIMEOUT))  # type: ignore[arg-type]
+            self._sqlite = SqliteAuditWriter(path, self._insert_sql, timeout)
+
+    def close(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.close()
 
     async def append(self, records: Sequence[AuditRecord]) -> list[StoredAuditRecord]:
         if not records:
             return []
         cleaned = [normalize(r) for r in records]
+        if self._sqlite is not None:
+            return await self._sqlite.append(cleaned)
         async with write_transaction(self._engine) as conn:
             head = (
                 await conn.execute(
@@ -289,4 +301,5 @@ class SqlStore:
         return self._sessions
 
     async def close(self) -> None:
+        self._audit.close()
         await self.engine.dispose()
