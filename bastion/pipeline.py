@@ -9,6 +9,7 @@ bastion.edge.render; nothing here formats bytes itself.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import MutableMapping
@@ -16,12 +17,12 @@ from typing import Any
 
 from bastion.audit import events
 from bastion.core.errors import BastionError, ClientError, PolicyDenied, UnknownEndpoint
-from bastion.core.records import AuditRecord, InboundCall, MessageKind, Principal
+from bastion.core.records import AuditRecord, Era, InboundCall, MessageKind, Principal, UpstreamCredential
 from bastion.core.stages import AuditSink, Authenticator, CredentialResolver, Dispatcher, PolicyEngine
 from bastion.edge.guards import HostGuard
 from bastion.edge.inbound import Receive, read_call
 from bastion.edge.render import Send, send_error
-from bastion.edge.reply import send_reply
+from bastion.edge.reply import DisconnectWatch, Sent, send_reply
 from bastion.upstream.sessions import session_tag
 
 log = logging.getLogger("bastion.pipeline")
@@ -74,6 +75,34 @@ class McpPipeline:
         self._upstream = upstream
         self._audit = audit
 
+    async def _respond(
+        self,
+        call: InboundCall,
+        principal: Principal,
+        credential: UpstreamCredential,
+        receive: Receive,
+        send: Send,
+    ) -> Sent:
+        if call.era is not Era.MODERN or call.kind is not MessageKind.REQUEST:
+            return await send_reply(
+                send, receive, call, await self._upstream.dispatch(call, principal, credential)
+            )
+        # 2026-07-28: a client that closes the stream cancels the request, also while the
+        # upstream has not answered yet (the upstream connection closes, which is its cancellation)
+        current = asyncio.current_task()
+        assert current is not None
+        watch = DisconnectWatch(receive, current)
+        try:
+            reply = await self._upstream.dispatch(call, principal, credential)
+            return await send_reply(send, receive, call, reply, watch)
+        except asyncio.CancelledError:
+            if watch.fired:
+                current.uncancel()
+                return Sent(status=499)
+            raise
+        finally:
+            await watch.stop()
+
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         is_mcp, endpoint = endpoint_of(scope["path"])
@@ -95,10 +124,9 @@ class McpPipeline:
             if not decision.allowed:
                 raise PolicyDenied(f"Denied by policy: {decision.reason}")
             credential = self._vault.resolve(principal, decision, endpoint)
-            reply = await self._upstream.dispatch(call, principal, credential)
-            sent = await send_reply(send, receive, call, reply)
+            sent = await self._respond(call, principal, credential, receive, send)
             status, error_code = sent.status, sent.error_code
-            event = _success_event(call)
+            event = events.CALL_CANCELLED if status == 499 else _success_event(call)
             if sent.failure is not None:
                 event, error_code, detail = sent.failure.event, sent.failure.code, sent.failure.message
         except BastionError as err:

@@ -11,6 +11,7 @@ CALL_FORWARDED = "call.forwarded"  # a request reached the upstream and its answ
 CALL_FAILED = "call.failed"  # the upstream failed (unavailable, timeout, crash, bad reply)
 CALL_REJECTED = "call.rejected"  # the request was malformed or not acceptable (4xx, JSON-RPC error)
 CALL_DENIED = "call.denied"  # policy said no
+CALL_CANCELLED = "call.cancelled"  # the client went away before the answer (2026-07-28: its cancellation)
 NOTIFICATION_FORWARDED = "notification.forwarded"
 RESPONSE_FORWARDED = "response.forwarded"  # a client's answer to a server→client request
 
@@ -41,6 +42,7 @@ EVENTS: frozenset[str] = frozenset(
         CALL_FAILED,
         CALL_REJECTED,
         CALL_DENIED,
+        CALL_CANCELLED,
         NOTIFICATION_FORWARDED,
         RESPONSE_FORWARDED,
         SESSION_CREATED,

@@ -36,8 +36,11 @@ class Sent:
     failure: BastionError | None = None
 
 
-class _Watch:
-    """Cancels the streaming task when the client disconnects, unless the reply already ended."""
+class DisconnectWatch:
+    """Cancels the task serving a request when the client disconnects, unless the reply already ended.
+
+    In the 2026-07-28 era closing the response stream *is* cancellation, so the pipeline
+    watches from before the upstream call; other replies are watched while they stream."""
 
     def __init__(self, receive: Receive, task: asyncio.Task[Any]) -> None:
         self.ended = False
@@ -60,16 +63,25 @@ class _Watch:
             await self._task
 
 
-async def send_reply(send: Send, receive: Receive, call: InboundCall, reply: Reply) -> Sent:
+async def send_reply(
+    send: Send, receive: Receive, call: InboundCall, reply: Reply, watch: DisconnectWatch | None = None
+) -> Sent:
+    """Send ``reply``; ``watch`` is the caller's when it already watches for disconnects."""
     if isinstance(reply, EmptyReply):
+        if watch is not None:
+            watch.ended = True
         await send_empty(send, reply.status, reply.headers)
         return Sent(status=reply.status)
     if isinstance(reply, ByteReply) and reply.chunks is None:
+        if watch is not None:
+            watch.ended = True
         await send_bytes(send, reply.status, reply.headers, reply.body)
         return Sent(status=reply.status)
     current = asyncio.current_task()
     assert current is not None
-    watch = _Watch(receive, current)
+    own = watch is None
+    if watch is None:
+        watch = DisconnectWatch(receive, current)
     try:
         if isinstance(reply, ByteReply):
             return await _send_bytes_stream(send, call, reply, watch)
@@ -81,10 +93,11 @@ async def send_reply(send: Send, receive: Receive, call: InboundCall, reply: Rep
             return Sent(status=499)
         raise
     finally:
-        await watch.stop()
+        if own:
+            await watch.stop()
 
 
-async def _send_bytes_stream(send: Send, call: InboundCall, reply: ByteReply, watch: _Watch) -> Sent:
+async def _send_bytes_stream(send: Send, call: InboundCall, reply: ByteReply, watch: DisconnectWatch) -> Sent:
     assert reply.chunks is not None
     await send({"type": "http.response.start", "status": reply.status, "headers": list(reply.headers)})
     sent = Sent(status=reply.status, streamed=True)
@@ -116,7 +129,7 @@ def _is_final(message: dict[str, Any], call: InboundCall) -> bool:
     return "method" not in message and message.get("id") == call.request_id
 
 
-async def _send_messages(send: Send, call: InboundCall, reply: MessageReply, watch: _Watch) -> Sent:
+async def _send_messages(send: Send, call: InboundCall, reply: MessageReply, watch: DisconnectWatch) -> Sent:
     messages: AsyncIterator[dict[str, Any]] = reply.messages
     try:
         first = None if reply.stream else await anext(messages, None)

@@ -78,6 +78,7 @@ def hostile_gateway(flow_tmp: Path, hostile_base: str) -> Iterator[Gateway]:
     upstreams = [
         {"name": "slow", "http": {"url": f"{hostile_base}/slow/mcp", "timeouts": fast}},
         {"name": "crash", "http": {"url": f"{hostile_base}/crash/mcp"}},
+        {"name": "slow-modern", "http": {"url": f"{hostile_base}/slowmodern/mcp"}},
         {"name": "garbage", "http": {"url": f"{hostile_base}/garbage/mcp"}},
         {"name": "error500", "http": {"url": f"{hostile_base}/error500/mcp"}},
         {"name": "unauth", "http": {"url": f"{hostile_base}/unauth/mcp"}},

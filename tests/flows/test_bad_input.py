@@ -302,3 +302,24 @@ async def test_errors_carry_the_request_id(gateway: Gateway) -> None:
     assert json.loads(raw)["id"] == 102
     _, _, raw = await post(gateway.url("ev"), b"{broken")
     assert json.loads(raw)["id"] is None
+
+
+async def test_modern_client_disconnect_cancels_upstream(hostile_gateway: Gateway, hostile_base: str) -> None:
+    """2026-07-28: closing the response stream is cancellation; Bastion closes its upstream
+    request too, even before the upstream has answered anything."""
+    import asyncio
+
+    async with aiohttp.ClientSession() as s, s.get(f"{hostile_base}/stats") as r:
+        before = (await r.json())["disconnects"]
+    body, headers = modern_call("anything", request_id=9)
+    all_headers = {"content-type": "application/json", "accept": ACCEPT, **headers}
+    async with aiohttp.ClientSession() as s:
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await s.post(hostile_gateway.url("slow-modern"), data=json.dumps(body), headers=all_headers)
+    for _ in range(50):
+        async with aiohttp.ClientSession() as s, s.get(f"{hostile_base}/stats") as r:
+            if (await r.json())["disconnects"] > before:
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the upstream never saw the cancellation")
