@@ -32,3 +32,5 @@ def configure_logging(level: str, fmt: str) -> None:
     root.setLevel(level.upper())
     for noisy in ("uvicorn.error", "uvicorn"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+    # migrations report themselves through bastion.store (one line); Alembic's own chatter is debug
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))

@@ -68,18 +68,22 @@ def _connect_help(port: int, config: Path) -> str:
   Aggregate endpoint (all):      http://127.0.0.1:{port}/mcp
 
 [bold]Connect a client[/bold]
-  MCP Inspector:   npx @modelcontextprotocol/inspector   → Transport "Streamable HTTP", URL {url}
-  Claude Desktop:  add to claude_desktop_config.json:
-                   {{"mcpServers": {{"bastion-demo": {{"command": "npx", "args": ["mcp-remote", "{url}"]}}}}}}
-  Python SDK:      python - <<'PY'
-                   import anyio
-                   from mcp.client.client import Client
-                   from mcp.client.streamable_http import streamable_http_client
-                   async def main():
-                       async with Client(streamable_http_client("{url}")) as c:
-                           print(await c.call_tool("current_time", {{"timezone": "UTC"}}))
-                   anyio.run(main)
-                   PY
+  MCP Inspector:   npx @modelcontextprotocol/inspector
+                   then Transport "Streamable HTTP", URL {url}
+  Claude Desktop (claude_desktop_config.json, via mcp-remote):
+    {{"mcpServers": {{"bastion-demo": {{"command": "npx", "args": ["mcp-remote", "{url}"]}}}}}}
+  Python SDK (.venv/bin/python, then paste):
+
+import anyio
+from mcp.client.client import Client
+from mcp.client.streamable_http import streamable_http_client
+
+async def main():
+    async with Client(streamable_http_client("{url}")) as c:
+        print(await c.call_tool("add_note", {{"title": "hello", "body": "from Bastion"}}))
+
+anyio.run(main)
+
   Audit log:       .venv/bin/bastion audit tail -f -c {config}
 
 Authentication is OFF in the demo (loopback only). Press Ctrl+C to stop.
@@ -97,6 +101,7 @@ def demo(
     config = state_dir / "demo.yaml"
     as_file = settings.model_dump(mode="json", exclude_defaults=True)
     config.write_text(yaml.safe_dump(as_file, sort_keys=False))
-    console.print(_connect_help(port, config), highlight=False)
+    # soft_wrap: the snippets must stay copy-pasteable whatever the terminal width
+    console.print(_connect_help(port, config), highlight=False, soft_wrap=True)
     logging.getLogger("bastion").info("demo state in %s", state_dir.resolve())
     _run(settings)
