@@ -26,6 +26,7 @@ from bastion.edge.reply import DisconnectWatch, Sent, send_reply
 from bastion.upstream.sessions import session_tag
 
 log = logging.getLogger("bastion.pipeline")
+WATCH_DELAY = 0.05  # seconds before a 2026-07-28 request starts watching for its client leaving
 _PREFIX = "/mcp"
 
 
@@ -91,7 +92,7 @@ class McpPipeline:
         # upstream has not answered yet (the upstream connection closes, which is its cancellation)
         current = asyncio.current_task()
         assert current is not None
-        watch = DisconnectWatch(receive, current)
+        watch = DisconnectWatch(receive, current, delay=WATCH_DELAY)
         try:
             reply = await self._upstream.dispatch(call, principal, credential)
             return await send_reply(send, receive, call, reply, watch)

@@ -42,25 +42,47 @@ class DisconnectWatch:
     In the 2026-07-28 era closing the response stream *is* cancellation, so the pipeline
     watches from before the upstream call; other replies are watched while they stream."""
 
-    def __init__(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+    def __init__(self, receive: Receive, task: asyncio.Task[Any], *, delay: float = 0.0) -> None:
+        """``delay``: start watching only if the request is still running after that long.
+
+        A concurrent ``receive()`` on every request measurably slows uvicorn's keep-alive
+        path (p50 at c=1 went from ~3 to ~6 ms), and an answer that comes back within the
+        delay has nothing left to cancel anyway.
+        """
         self.ended = False
         self.fired = False
-        self._task = asyncio.ensure_future(self._run(receive, task))
+        self._receive = receive
+        self._target = task
+        self._task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        if delay > 0:
+            self._timer = asyncio.get_running_loop().call_later(delay, self._begin)
+        else:
+            self._begin()
 
-    async def _run(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+    def _begin(self) -> None:
+        self._timer = None
+        if not self.ended:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
         while True:
-            message = await receive()
+            message = await self._receive()
             if message["type"] == "http.disconnect":
                 if not self.ended:
                     self.fired = True
-                    task.cancel()
+                    self._target.cancel()
                 return
 
     async def stop(self) -> None:
         self.ended = True
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 async def send_reply(
