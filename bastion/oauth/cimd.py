@@ -21,7 +21,6 @@ one URL share a single fetch.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,13 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bastion.core.errors import BastionError
 from bastion.net.fetch import FetchError, FetchResult
+from bastion.oauth.redirects import is_loopback, redirect_uri_matches, redirect_uri_problem
 
 MAX_CLIENT_ID_LENGTH = 2048
 FORBIDDEN_AUTH_METHODS = frozenset({"client_secret_basic", "client_secret_post", "client_secret_jwt"})
-# scheme, loopback host, optional port, then path and query; no userinfo, no fragment
-_LOOPBACK_REDIRECT = re.compile(
-    r"http://(127\.0\.0\.1|\[::1\]|localhost)(?::(\d{1,5}))?([/?][^#]*)?", re.ASCII
-)
 
 
 class CimdError(BastionError):
@@ -78,24 +74,6 @@ def is_cimd_client_id(client_id: str) -> bool:
     if parts.scheme != "https" or not parts.hostname or "@" in parts.netloc or not parts.path.startswith("/"):
         return False
     return not any(unquote(segment) in (".", "..") for segment in parts.path.split("/"))
-
-
-def _redirect_uri_problem(uri: str) -> str | None:
-    """Why ``uri`` may not be registered, or None. https anywhere; http only on loopback."""
-    if "#" in uri or not uri.isprintable() or any(c in uri for c in " \\"):
-        return "has a fragment or illegal characters"
-    try:
-        parts = urlsplit(uri)
-        parts.port  # noqa: B018
-    except ValueError:
-        return "is not a URL"
-    if "@" in parts.netloc:
-        return "carries userinfo"
-    if parts.scheme == "https" and parts.hostname:
-        return None
-    if parts.scheme == "http" and _LOOPBACK_REDIRECT.fullmatch(uri):
-        return None
-    return "must be https, or http on 127.0.0.1, [::1] or localhost"
 
 
 class ClientMetadata(BaseModel):
@@ -138,7 +116,7 @@ class ClientMetadata(BaseModel):
     @classmethod
     def _redirect_uris(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for index, uri in enumerate(value):
-            problem = _redirect_uri_problem(uri)
+            problem = redirect_uri_problem(uri)
             if problem:
                 raise ValueError(f"redirect_uris[{index}] {problem}")
         return value
@@ -180,23 +158,12 @@ class ResolvedClient:
     @property
     def loopback_only(self) -> bool:
         """Every redirect URI is a loopback one: the consent screen shows an extra warning."""
-        return all(_LOOPBACK_REDIRECT.fullmatch(uri) for uri in self.metadata.redirect_uris)
+        return all(is_loopback(uri) for uri in self.metadata.redirect_uris)
 
 
 def redirect_uri_allowed(resolved: ResolvedClient, redirect_uri: str) -> bool:
-    """Exact string match against the document's ``redirect_uris``; for loopback http
-    redirect URIs the port may differ (RFC 8252 §7.3, OAuth 2.1 §8.4.2), nothing else may."""
-    registered = resolved.metadata.redirect_uris
-    if redirect_uri in registered:
-        return True
-    asked = _LOOPBACK_REDIRECT.fullmatch(redirect_uri)
-    if asked is None or (asked.group(2) is not None and not 0 < int(asked.group(2)) < 65536):
-        return False
-    for uri in registered:
-        known = _LOOPBACK_REDIRECT.fullmatch(uri)
-        if known and (known.group(1), known.group(3)) == (asked.group(1), asked.group(3)):
-            return True
-    return False
+    """Exact match against the document's ``redirect_uris``, loopback ports excepted."""
+    return redirect_uri_matches(resolved.metadata.redirect_uris, redirect_uri)
 
 
 class JsonFetcher(Protocol):
