@@ -160,3 +160,10 @@ class UpstreamFailed(UpstreamError):
 
 class ConfigError(Exception):
     """The configuration is invalid; the message names the key."""
+
+
+class Conflict(Exception):
+    """A store refused a write that would break a uniqueness rule (a taken username, a reused key).
+
+    Not a BastionError: it is raised by storage, and the layer above decides what the
+    client hears (usually nothing more specific than "cannot create this user")."""

@@ -146,3 +146,63 @@ class SessionRecord:
     created_at: float = 0.0
     last_seen: float = 0.0
     replica: str = ""  # the replica that holds in-memory state for relay sessions
+
+
+# -- authorization server state (bastion.store authz protocols) -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A local user of Bastion's built-in login. ``username`` is unique and compared exactly:
+    the identity layer normalizes it (case, Unicode) before it reaches the store."""
+
+    user_id: str
+    username: str
+    password_hash: str | None  # an argon2 PHC string; None for users that cannot log in with a password
+    display_name: str = ""
+    email: str | None = None
+    groups: frozenset[str] = frozenset()
+    attributes: JsonObject = field(default_factory=dict)
+    disabled: bool = False
+    source: str = "local"  # "local", or the connector that provisioned the user
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshTokenRecord:
+    """One refresh token of a family, keyed by the hash of the token (never the token)."""
+
+    token_hash: str
+    family_id: str
+    payload: JsonObject
+    expires_at: float
+    used_at: float | None = None  # when it was rotated; a used token is only good for a retry
+    successor_hash: str | None = None  # the token it was rotated into
+    revoked: bool = False  # the whole family is revoked
+
+
+class RotateOutcome(enum.Enum):
+    """What :meth:`RefreshStore.rotate` did with the presented token."""
+
+    ROTATED = "rotated"  # first use: the successor was issued
+    RETRIED = "retried"  # second use within the grace window: the same successor again
+    REUSE_DETECTED = "reuse_detected"  # replay after the grace window: the family is now revoked
+    INVALID = "invalid"  # unknown, expired, or in a revoked family
+
+
+@dataclass(frozen=True, slots=True)
+class RotateResult:
+    outcome: RotateOutcome
+    successor: RefreshTokenRecord | None = None  # set for ROTATED and RETRIED
+    family_id: str | None = None  # set unless the token is unknown
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentRecord:
+    """What a user allowed a client: scopes and resource indicators (RFC 8707)."""
+
+    user_id: str
+    client_id: str
+    scopes: frozenset[str]
+    resources: frozenset[str]
+    granted_at: float

@@ -1,15 +1,29 @@
 """Durable state behind small async protocols: memory (tests), SQLite (default), Postgres."""
 
-from bastion.store.base import AuditStore, SessionStore, Store
+from bastion.store.base import (
+    AuditStore,
+    ConsentStore,
+    GrantStore,
+    RefreshStore,
+    SessionStore,
+    SigningKeyStore,
+    Store,
+    UserStore,
+)
 from bastion.store.factory import SchemaOutOfDate, open_store, upgrade, upgrade_async
 from bastion.store.hashing import GENESIS_HASH, canonical_json, link_hash
 
 __all__ = [
     "GENESIS_HASH",
     "AuditStore",
+    "ConsentStore",
+    "GrantStore",
+    "RefreshStore",
     "SchemaOutOfDate",
     "SessionStore",
+    "SigningKeyStore",
     "Store",
+    "UserStore",
     "canonical_json",
     "link_hash",
     "open_store",

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from typing import Protocol
 
-from bastion.core.records import AuditRecord, SessionRecord, StoredAuditRecord
+from bastion.core.records import (
+    AuditRecord,
+    ConsentRecord,
+    JsonObject,
+    RefreshTokenRecord,
+    RotateResult,
+    SessionRecord,
+    StoredAuditRecord,
+    UserRecord,
+)
 
 
 class AuditStore(Protocol):
@@ -38,11 +48,127 @@ class SessionStore(Protocol):
         ...
 
 
+class SigningKeyStore(Protocol):
+    """One row: the sealed key ring from ``bastion.oauth.keys.KeyRing.export`` (never plaintext keys)."""
+
+    async def load(self) -> bytes | None: ...
+
+    async def save(self, blob: bytes) -> None:
+        """Replace the stored blob."""
+        ...
+
+
+class UserStore(Protocol):
+    async def add(self, user: UserRecord) -> None:
+        """Raises ``bastion.core.errors.Conflict`` if the user_id or the username is taken."""
+        ...
+
+    async def get(self, user_id: str) -> UserRecord | None: ...
+
+    async def get_by_username(self, username: str) -> UserRecord | None: ...
+
+    async def list(self) -> builtins.list[UserRecord]:
+        """Every user, ordered by username."""
+        ...
+
+    async def set_disabled(self, user_id: str, disabled: bool) -> bool:
+        """False if there is no such user."""
+        ...
+
+    async def set_password_hash(self, user_id: str, password_hash: str | None) -> bool: ...
+
+    async def delete(self, user_id: str) -> bool: ...
+
+
+class GrantStore(Protocol):
+    """Short-lived, single-use state: authorization codes (RFC 6749 §4.1.2: a code is used
+    once), login and consent state. ``kind`` separates the namespaces; ``key_hash`` is the
+    hash of the code or state handed out, never the value itself."""
+
+    async def put(self, kind: str, key_hash: str, payload: JsonObject, expires_at: float) -> None:
+        """Raises ``Conflict`` if ``(kind, key_hash)`` is already stored."""
+        ...
+
+    async def consume(self, kind: str, key_hash: str, now: float) -> JsonObject | None:
+        """Atomically remove and return the payload: at most one caller, across replicas,
+        ever gets it. None if unknown, already consumed, or expired (an expired entry is
+        removed too)."""
+        ...
+
+    async def purge_expired(self, now: float) -> int:
+        """Delete entries with ``expires_at <= now``; returns the count."""
+        ...
+
+
+class RefreshStore(Protocol):
+    """Refresh-token families keyed by token hash, rotated on every use (OAuth 2.1 §4.3.1)
+    with reuse detection (RFC 9700 §4.14.2): replaying a rotated token revokes the family."""
+
+    async def issue(self, family_id: str, token_hash: str, payload: JsonObject, expires_at: float) -> None:
+        """Store a token, starting the family if it is new. Raises ``Conflict`` if the
+        hash is already stored."""
+        ...
+
+    async def rotate(
+        self,
+        old_hash: str,
+        new_hash: str,
+        now: float,
+        grace_s: float,
+        *,
+        expires_at: float | None = None,
+    ) -> RotateResult:
+        """Atomically replace ``old_hash`` by ``new_hash`` (same family and payload; the
+        successor expires at ``expires_at``, by default when the old token did).
+
+        A second use within ``grace_s`` of the first, while the successor is unused,
+        returns RETRIED with the *same* successor (``new_hash`` is ignored): a client that
+        lost the response is not punished. Any other second use returns REUSE_DETECTED
+        and revokes the family. Unknown, expired or revoked tokens return INVALID.
+        """
+        ...
+
+    async def revoke_family(self, family_id: str) -> bool:
+        """False if there is no such family."""
+        ...
+
+    async def get(self, token_hash: str) -> RefreshTokenRecord | None: ...
+
+
+class ConsentStore(Protocol):
+    """One consent per (user, client), replaced as a whole by ``grant``."""
+
+    async def grant(self, consent: ConsentRecord) -> None: ...
+
+    async def get(self, user_id: str, client_id: str) -> ConsentRecord | None: ...
+
+    async def list(self, user_id: str | None = None) -> builtins.list[ConsentRecord]:
+        """Ordered by (user_id, client_id)."""
+        ...
+
+    async def revoke(self, user_id: str, client_id: str) -> bool: ...
+
+
 class Store(Protocol):
     @property
     def audit(self) -> AuditStore: ...
 
     @property
     def sessions(self) -> SessionStore: ...
+
+    @property
+    def signing_keys(self) -> SigningKeyStore: ...
+
+    @property
+    def users(self) -> UserStore: ...
+
+    @property
+    def grants(self) -> GrantStore: ...
+
+    @property
+    def refresh_tokens(self) -> RefreshStore: ...
+
+    @property
+    def consents(self) -> ConsentStore: ...
 
     async def close(self) -> None: ...

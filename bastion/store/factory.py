@@ -27,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bastion.store.base import Store
 from bastion.store.memory import MemoryStore
-from bastion.store.sql import SqlStore, create_engine, redact_url, write_transaction
+from bastion.store.sql import SqlStore, create_engine, redact_url
+from bastion.store.sql_engine import write_transaction
 from bastion.store.tables import VERSION_TABLE
 
 log = logging.getLogger(__name__)

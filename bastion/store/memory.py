@@ -14,6 +14,13 @@ from collections.abc import Sequence
 
 from bastion.core.records import AuditRecord, SessionRecord, StoredAuditRecord
 from bastion.store.hashing import GENESIS_HASH, link_hash, normalize
+from bastion.store.memory_authz import (
+    MemoryConsentStore,
+    MemoryGrantStore,
+    MemoryRefreshStore,
+    MemorySigningKeyStore,
+    MemoryUserStore,
+)
 
 
 class MemoryAuditStore:
@@ -98,11 +105,16 @@ class MemorySessionStore:
 
 
 class MemoryStore:
-    """The Store protocol over MemoryAuditStore and MemorySessionStore."""
+    """The Store protocol over MemoryAuditStore, MemorySessionStore and the memory_authz stores."""
 
     def __init__(self) -> None:
         self._audit = MemoryAuditStore()
         self._sessions = MemorySessionStore()
+        self._signing_keys = MemorySigningKeyStore()
+        self._users = MemoryUserStore()
+        self._grants = MemoryGrantStore()
+        self._refresh_tokens = MemoryRefreshStore()
+        self._consents = MemoryConsentStore()
 
     @property
     def audit(self) -> MemoryAuditStore:
@@ -111,6 +123,26 @@ class MemoryStore:
     @property
     def sessions(self) -> MemorySessionStore:
         return self._sessions
+
+    @property
+    def signing_keys(self) -> MemorySigningKeyStore:
+        return self._signing_keys
+
+    @property
+    def users(self) -> MemoryUserStore:
+        return self._users
+
+    @property
+    def grants(self) -> MemoryGrantStore:
+        return self._grants
+
+    @property
+    def refresh_tokens(self) -> MemoryRefreshStore:
+        return self._refresh_tokens
+
+    @property
+    def consents(self) -> MemoryConsentStore:
+        return self._consents
 
     async def close(self) -> None:
         return None

@@ -10,112 +10,42 @@ never read the same head, seq has no gaps, and a failed append leaves nothing be
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bastion.core.records import AuditRecord, SessionRecord, StoredAuditRecord
 from bastion.store.hashing import FIELD_NAMES, link_hash, normalize
+from bastion.store.sql_authz import SqlGrantStore, SqlRefreshStore, SqlSigningKeyStore
+from bastion.store.sql_engine import (
+    SQLITE_BUSY_TIMEOUT,
+    create_engine,
+    normalize_url,
+    redact_url,
+    sqlite_file,
+    write_transaction,
+)
+from bastion.store.sql_users import SqlConsentStore, SqlUserStore
 from bastion.store.sqlite_audit import SqliteAuditWriter
 from bastion.store.tables import HEAD_ID, audit_head, audit_records, sessions
 
+# The engine helpers moved to sql_engine; they stay importable from here.
+__all__ = [
+    "SqlAuditStore",
+    "SqlSessionStore",
+    "SqlStore",
+    "create_engine",
+    "normalize_url",
+    "redact_url",
+    "write_transaction",
+]
+
 log = logging.getLogger(__name__)
-
-_SQLITE_DRIVERS = {"sqlite", "sqlite+aiosqlite"}
-_POSTGRES_DRIVERS = {"postgresql", "postgres", "postgresql+asyncpg"}
-# Seconds a SQLite writer waits for the write lock (sqlite3's ``timeout`` is its busy timeout).
-SQLITE_BUSY_TIMEOUT = 5.0
-_BEGIN_OPTION = "bastion_sqlite_begin"
-
-
-def normalize_url(url: str) -> URL:
-    """``sqlite:///x`` → ``sqlite+aiosqlite:///x``, ``postgresql://`` → ``postgresql+asyncpg://``."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ValueError(f"storage URL is not a database URL: {exc}") from None
-    if parsed.drivername in _SQLITE_DRIVERS:
-        return parsed.set(drivername="sqlite+aiosqlite")
-    if parsed.drivername in _POSTGRES_DRIVERS:
-        return parsed.set(drivername="postgresql+asyncpg")
-    raise ValueError(f"unsupported storage URL scheme {parsed.drivername!r}: use sqlite:/// or postgresql://")
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password masked, for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<invalid URL>"
-
-
-def _sqlite_file(url: URL) -> Path | None:
-    database = url.database or ""
-    if database in ("", ":memory:") or database.startswith("file:") or url.query.get("mode") == "memory":
-        return None
-    return Path(database)
-
-
-def create_engine(url: str) -> AsyncEngine:
-    """An AsyncEngine for ``url``; SQLite gets its directory, WAL, busy timeout and BEGIN control."""
-    parsed = normalize_url(url)
-    # hide_parameters: SQL errors end up in logs, and parameters are audit values and session data.
-    if parsed.drivername.startswith("postgresql"):
-        return create_async_engine(
-            parsed,
-            hide_parameters=True,
-            connect_args={"server_settings": {"application_name": "bastion"}},
-        )
-    path = _sqlite_file(parsed)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    connect_args: dict[str, Any] = {}
-    if "timeout" not in parsed.query:
-        connect_args["timeout"] = SQLITE_BUSY_TIMEOUT
-    engine = create_async_engine(parsed, hide_parameters=True, connect_args=connect_args)
-    event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
-    event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
-    return engine
-
-
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Take BEGIN away from the sqlite3 module so _sqlite_on_begin can say IMMEDIATE
-    # (SQLAlchemy's documented recipe for pysqlite/aiosqlite).
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    # WAL: readers never block the writer. synchronous=NORMAL: in WAL mode a crash of the
-    # process loses nothing and the file never corrupts; a power cut may lose the last
-    # commits, the same order of loss as the recorder's in-memory queue (see the report
-    # numbers: FULL costs an fsync per commit).
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def _sqlite_on_begin(conn: sa.Connection) -> None:
-    mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
-    conn.exec_driver_sql(f"BEGIN {mode}")
-
-
-@asynccontextmanager
-async def write_transaction(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A transaction that writes: on SQLite it holds the write lock from its first statement."""
-    async with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            await conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
-        async with conn.begin():
-            yield conn
 
 
 def _stored(row: sa.RowMapping) -> StoredAuditRecord:
@@ -137,7 +67,7 @@ class SqlAuditStore:
             marks = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
         # built from constant column names only: no value is ever formatted into SQL
         self._sqlite: SqliteAuditWriter | None = None
-        path = _sqlite_file(engine.url) if engine.dialect.name == "sqlite" else None
+        path = sqlite_file(engine.url) if engine.dialect.name == "sqlite" else None
         self._insert_sql = f"INSERT INTO audit_records ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
         if path is not None:
             timeout = float(engine.url.query.get("timeout", SQLITE_BUSY_TIMEOUT))  # type: ignore[arg-type]
@@ -291,6 +221,11 @@ class SqlStore:
         self.engine = engine
         self._audit = SqlAuditStore(engine)
         self._sessions = SqlSessionStore(engine)
+        self._signing_keys = SqlSigningKeyStore(engine)
+        self._users = SqlUserStore(engine)
+        self._grants = SqlGrantStore(engine)
+        self._refresh_tokens = SqlRefreshStore(engine)
+        self._consents = SqlConsentStore(engine)
 
     @property
     def audit(self) -> SqlAuditStore:
@@ -299,6 +234,26 @@ class SqlStore:
     @property
     def sessions(self) -> SqlSessionStore:
         return self._sessions
+
+    @property
+    def signing_keys(self) -> SqlSigningKeyStore:
+        return self._signing_keys
+
+    @property
+    def users(self) -> SqlUserStore:
+        return self._users
+
+    @property
+    def grants(self) -> SqlGrantStore:
+        return self._grants
+
+    @property
+    def refresh_tokens(self) -> SqlRefreshStore:
+        return self._refresh_tokens
+
+    @property
+    def consents(self) -> SqlConsentStore:
+        return self._consents
 
     async def close(self) -> None:
         self._audit.close()

@@ -63,3 +63,75 @@ sessions = sa.Table(
     sa.Column("last_seen", sa.Double, nullable=False),
     sa.Column("replica", sa.Text, nullable=False),
 )
+
+# -- authorization server (revision 0002) -------------------------------------------------------
+
+# One row (id = SIGNING_KEYS_ID): the sealed key ring, opaque to the store.
+SIGNING_KEYS_ID = 1
+
+signing_keys = sa.Table(
+    "signing_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("blob", sa.LargeBinary, nullable=False),
+)
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("username", sa.Text, nullable=False),
+    sa.UniqueConstraint("username", name="uq_users_username"),
+    sa.Column("password_hash", sa.Text),
+    sa.Column("display_name", sa.Text, nullable=False),
+    sa.Column("email", sa.Text),
+    sa.Column("groups", sa.Text, nullable=False),  # JSON text: sorted list
+    sa.Column("attributes", sa.Text, nullable=False),  # JSON text
+    sa.Column("disabled", sa.Boolean, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+)
+
+grants = sa.Table(
+    "grants",
+    metadata,
+    sa.Column("kind", sa.Text, primary_key=True),
+    sa.Column("key_hash", sa.Text, primary_key=True),
+    sa.Column("payload", sa.Text, nullable=False),  # JSON text
+    sa.Column("expires_at", sa.Double, nullable=False),
+)
+
+# Revocation is one flag on the family row, and every rotation locks that row first:
+# a family revoked concurrently with a rotation can never leave a live successor behind.
+refresh_families = sa.Table(
+    "refresh_families",
+    metadata,
+    sa.Column("family_id", sa.Text, primary_key=True),
+    sa.Column("revoked", sa.Boolean, nullable=False),
+)
+
+refresh_tokens = sa.Table(
+    "refresh_tokens",
+    metadata,
+    sa.Column("token_hash", sa.Text, primary_key=True),
+    sa.Column(
+        "family_id",
+        sa.Text,
+        sa.ForeignKey("refresh_families.family_id", name="fk_refresh_tokens_family"),
+        nullable=False,
+    ),
+    sa.Column("payload", sa.Text, nullable=False),  # JSON text
+    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.Column("used_at", sa.Double),
+    sa.Column("successor_hash", sa.Text),
+)
+
+consents = sa.Table(
+    "consents",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("client_id", sa.Text, primary_key=True),
+    sa.Column("scopes", sa.Text, nullable=False),  # JSON text: sorted list
+    sa.Column("resources", sa.Text, nullable=False),  # JSON text: sorted list
+    sa.Column("granted_at", sa.Double, nullable=False),
+)

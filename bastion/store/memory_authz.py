@@ -1,0 +1,184 @@
+"""In-memory authorization-server state for tests: the same semantics as ``sql_authz``.
+
+No method awaits between reading and writing, so each one is atomic on the event
+loop without a lock (the memory store is never shared between processes). Payloads
+are deep-copied in and out, like a database would.
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import dataclasses
+
+from bastion.core.errors import Conflict
+from bastion.core.records import (
+    ConsentRecord,
+    JsonObject,
+    RefreshTokenRecord,
+    RotateOutcome,
+    RotateResult,
+    UserRecord,
+)
+
+
+class MemorySigningKeyStore:
+    def __init__(self) -> None:
+        self._blob: bytes | None = None
+
+    async def load(self) -> bytes | None:
+        return self._blob
+
+    async def save(self, blob: bytes) -> None:
+        self._blob = bytes(blob)
+
+
+def _copy_user(user: UserRecord) -> UserRecord:
+    return dataclasses.replace(user, attributes=copy.deepcopy(user.attributes))
+
+
+class MemoryUserStore:
+    def __init__(self) -> None:
+        self._users: dict[str, UserRecord] = {}
+
+    async def add(self, user: UserRecord) -> None:
+        if user.user_id in self._users:
+            raise Conflict("the user id or username is taken")
+        if any(u.username == user.username for u in self._users.values()):
+            raise Conflict("the user id or username is taken")
+        self._users[user.user_id] = _copy_user(user)
+
+    async def get(self, user_id: str) -> UserRecord | None:
+        user = self._users.get(user_id)
+        return _copy_user(user) if user is not None else None
+
+    async def get_by_username(self, username: str) -> UserRecord | None:
+        user = next((u for u in self._users.values() if u.username == username), None)
+        return _copy_user(user) if user is not None else None
+
+    async def list(self) -> builtins.list[UserRecord]:
+        return [_copy_user(u) for u in sorted(self._users.values(), key=lambda u: u.username)]
+
+    async def set_disabled(self, user_id: str, disabled: bool) -> bool:
+        return self._replace(user_id, disabled=disabled)
+
+    async def set_password_hash(self, user_id: str, password_hash: str | None) -> bool:
+        return self._replace(user_id, password_hash=password_hash)
+
+    async def delete(self, user_id: str) -> bool:
+        return self._users.pop(user_id, None) is not None
+
+    def _replace(self, user_id: str, **changes: object) -> bool:
+        user = self._users.get(user_id)
+        if user is None:
+            return False
+        self._users[user_id] = dataclasses.replace(user, **changes)  # type: ignore[arg-type]
+        return True
+
+
+class MemoryGrantStore:
+    """Single-use entries (RFC 6749 §4.1.2): ``consume`` pops, so a second call finds nothing."""
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], tuple[JsonObject, float]] = {}
+
+    async def put(self, kind: str, key_hash: str, payload: JsonObject, expires_at: float) -> None:
+        if (kind, key_hash) in self._entries:
+            raise Conflict(f"{kind} entry already stored")
+        self._entries[(kind, key_hash)] = (copy.deepcopy(payload), float(expires_at))
+
+    async def consume(self, kind: str, key_hash: str, now: float) -> JsonObject | None:
+        entry = self._entries.pop((kind, key_hash), None)
+        if entry is None or entry[1] <= now:
+            return None
+        return entry[0]
+
+    async def purge_expired(self, now: float) -> int:
+        stale = [key for key, (_, expires_at) in self._entries.items() if expires_at <= now]
+        for key in stale:
+            del self._entries[key]
+        return len(stale)
+
+
+class MemoryRefreshStore:
+    """Refresh-token families (OAuth 2.1 §4.3.1 rotation, RFC 9700 §4.14.2 reuse detection)."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[str, RefreshTokenRecord] = {}
+        self._revoked: dict[str, bool] = {}  # family_id -> revoked
+
+    def _out(self, token: RefreshTokenRecord) -> RefreshTokenRecord:
+        return dataclasses.replace(
+            token, payload=copy.deepcopy(token.payload), revoked=self._revoked[token.family_id]
+        )
+
+    async def issue(self, family_id: str, token_hash: str, payload: JsonObject, expires_at: float) -> None:
+        if token_hash in self._tokens:
+            raise Conflict("refresh token hash already stored")
+        self._revoked.setdefault(family_id, False)
+        self._tokens[token_hash] = RefreshTokenRecord(
+            token_hash=token_hash,
+            family_id=family_id,
+            payload=copy.deepcopy(payload),
+            expires_at=float(expires_at),
+        )
+
+    async def rotate(
+        self,
+        old_hash: str,
+        new_hash: str,
+        now: float,
+        grace_s: float,
+        *,
+        expires_at: float | None = None,
+    ) -> RotateResult:
+        old = self._tokens.get(old_hash)
+        if old is None:
+            return RotateResult(RotateOutcome.INVALID)
+        family = old.family_id
+        if self._revoked[family] or old.expires_at <= now:
+            return RotateResult(RotateOutcome.INVALID, family_id=family)
+        if old.used_at is None:
+            if new_hash in self._tokens:
+                raise Conflict("refresh token hash already stored")
+            successor = RefreshTokenRecord(
+                token_hash=new_hash,
+                family_id=family,
+                payload=copy.deepcopy(old.payload),
+                expires_at=float(expires_at if expires_at is not None else old.expires_at),
+            )
+            self._tokens[new_hash] = successor
+            self._tokens[old_hash] = dataclasses.replace(old, used_at=now, successor_hash=new_hash)
+            return RotateResult(RotateOutcome.ROTATED, successor=self._out(successor), family_id=family)
+        current = self._tokens.get(old.successor_hash or "")
+        if current is not None and current.used_at is None and now - old.used_at <= grace_s:
+            return RotateResult(RotateOutcome.RETRIED, successor=self._out(current), family_id=family)
+        self._revoked[family] = True
+        return RotateResult(RotateOutcome.REUSE_DETECTED, family_id=family)
+
+    async def revoke_family(self, family_id: str) -> bool:
+        if family_id not in self._revoked:
+            return False
+        self._revoked[family_id] = True
+        return True
+
+    async def get(self, token_hash: str) -> RefreshTokenRecord | None:
+        token = self._tokens.get(token_hash)
+        return self._out(token) if token is not None else None
+
+
+class MemoryConsentStore:
+    def __init__(self) -> None:
+        self._consents: dict[tuple[str, str], ConsentRecord] = {}
+
+    async def grant(self, consent: ConsentRecord) -> None:
+        self._consents[(consent.user_id, consent.client_id)] = consent
+
+    async def get(self, user_id: str, client_id: str) -> ConsentRecord | None:
+        return self._consents.get((user_id, client_id))
+
+    async def list(self, user_id: str | None = None) -> builtins.list[ConsentRecord]:
+        return [c for key, c in sorted(self._consents.items()) if user_id is None or c.user_id == user_id]
+
+    async def revoke(self, user_id: str, client_id: str) -> bool:
+        return self._consents.pop((user_id, client_id), None) is not None
