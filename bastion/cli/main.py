@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from bastion._version import __version__
-from bastion.cli import audit, config, db, serve
+from bastion.cli import audit, config, db, serve, users
 
 app = typer.Typer(
     name="bastion",
@@ -18,6 +18,7 @@ app = typer.Typer(
 app.add_typer(audit.app, name="audit")
 app.add_typer(db.app, name="db")
 app.add_typer(config.app, name="config")
+app.add_typer(users.app, name="users")
 app.command()(serve.serve)
 app.command()(serve.demo)
 

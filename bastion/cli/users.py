@@ -1,0 +1,120 @@
+"""`bastion users ...`: the built-in user directory (local logins with argon2id hashes)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bastion.cli.common import DEFAULT_CONFIG, ConfigOption, console, load_settings
+from bastion.core.records import UserRecord
+from bastion.idp.users import LocalUsers, UserError
+from bastion.store import open_store
+
+app = typer.Typer(help="Manage Bastion's built-in users.", no_args_is_help=True)
+out = Console(highlight=False, soft_wrap=True)
+T = TypeVar("T")
+
+PasswordStdin = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin", help="Read the password from standard input (never from the command line)."
+    ),
+]
+
+
+def _run(config: Path, action: Callable[[LocalUsers], Awaitable[T]]) -> T:
+    settings = load_settings(config)
+
+    async def main() -> T:
+        store = await open_store(settings.storage)
+        try:
+            return await action(LocalUsers(store.users))
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(main())
+    except UserError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+@app.command("add")
+def add(  # noqa: PLR0917 - typer maps parameters to options
+    username: Annotated[str, typer.Argument(help="Login name (case-insensitive).")],
+    password_stdin: PasswordStdin = False,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", "-g", help="Group membership; repeatable.")
+    ] = None,
+    display_name: Annotated[str, typer.Option(help="Name shown on consent pages.")] = "",
+    email: Annotated[str | None, typer.Option(help="E-mail address.")] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Create a user who signs in with a password."""
+    password = _read_password(password_stdin)
+    user = _run(
+        config,
+        lambda users: users.add(
+            username, password, display_name=display_name, email=email, groups=group or ()
+        ),
+    )
+    out.print(f"added {user.username} ({user.user_id})", markup=False)
+
+
+@app.command("list")
+def list_users(config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Show every user with its groups and state."""
+
+    records: list[UserRecord] = _run(config, lambda users: users.list())
+    table = Table("username", "display name", "groups", "source", "state")
+    for user in records:
+        state = "disabled" if user.disabled else "active"
+        table.add_row(user.username, user.display_name, ", ".join(sorted(user.groups)), user.source, state)
+    out.print(table)
+
+
+@app.command("passwd")
+def passwd(
+    username: Annotated[str, typer.Argument()],
+    password_stdin: PasswordStdin = False,
+    config: ConfigOption = DEFAULT_CONFIG,
+) -> None:
+    """Set a user's password."""
+    password = _read_password(password_stdin)
+    _run(config, lambda users: users.set_password(username, password))
+    out.print(f"password of {username} changed", markup=False)
+
+
+@app.command("disable")
+def disable(username: Annotated[str, typer.Argument()], config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Stop a user from signing in (existing tokens end at their expiry)."""
+    _run(config, lambda users: users.set_disabled(username, True))
+    out.print(f"{username} disabled", markup=False)
+
+
+@app.command("enable")
+def enable(username: Annotated[str, typer.Argument()], config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Let a disabled user sign in again."""
+    _run(config, lambda users: users.set_disabled(username, False))
+    out.print(f"{username} enabled", markup=False)
+
+
+@app.command("delete")
+def delete(username: Annotated[str, typer.Argument()], config: ConfigOption = DEFAULT_CONFIG) -> None:
+    """Remove a user."""
+    _run(config, lambda users: users.remove(username))
+    out.print(f"{username} deleted", markup=False)
