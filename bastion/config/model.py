@@ -7,7 +7,10 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from bastion.config.base import ConfigModel
+from bastion.config.clients import OAuthClient
 
 UPSTREAM_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 EraName = Literal["legacy", "modern"]
@@ -17,11 +20,7 @@ def _both_eras() -> list[EraName]:
     return ["legacy", "modern"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Timeouts(_Model):
+class Timeouts(ConfigModel):
     connect: float = Field(5.0, gt=0, description="Seconds to establish a connection to the upstream.")
     request: float = Field(
         300.0, gt=0, description="Seconds a single request may take end to end (streams included)."
@@ -31,7 +30,7 @@ class Timeouts(_Model):
     )
 
 
-class HttpUpstream(_Model):
+class HttpUpstream(ConfigModel):
     url: str = Field(description="Streamable HTTP endpoint of the upstream MCP server.")
     headers: dict[str, str] = Field(
         default_factory=dict,
@@ -58,7 +57,7 @@ class HttpUpstream(_Model):
         return value
 
 
-class Restart(_Model):
+class Restart(ConfigModel):
     initial_backoff: float = Field(0.5, gt=0, description="Seconds before the first restart.")
     max_backoff: float = Field(30.0, gt=0, description="Upper bound of the exponential restart backoff.")
     stable_after: float = Field(
@@ -66,7 +65,7 @@ class Restart(_Model):
     )
 
 
-class StdioUpstream(_Model):
+class StdioUpstream(ConfigModel):
     command: str = Field(description="Executable to launch (looked up on PATH).")
     args: list[str] = Field(default_factory=list, description="Command-line arguments.")
     env: dict[str, str] = Field(
@@ -95,7 +94,7 @@ class StdioUpstream(_Model):
     shutdown_grace: float = Field(5.0, ge=0, description="Seconds between SIGTERM and SIGKILL on shutdown.")
 
 
-class Upstream(_Model):
+class Upstream(ConfigModel):
     name: str = Field(description="Endpoint name: served at /mcp/<name>. Lowercase letters, digits, '-'.")
     title: str | None = Field(None, description="Human-readable name, shown in logs and listings.")
     client_eras: list[EraName] = Field(
@@ -130,7 +129,7 @@ class Upstream(_Model):
         return self
 
 
-class Auth(_Model):
+class Auth(ConfigModel):
     enabled: bool = Field(
         False,
         description=(
@@ -140,7 +139,7 @@ class Auth(_Model):
     )
 
 
-class Edge(_Model):
+class Edge(ConfigModel):
     allowed_hosts: list[str] = Field(
         default_factory=list,
         description=(
@@ -158,18 +157,18 @@ class Edge(_Model):
     )
 
 
-class Aggregate(_Model):
+class Aggregate(ConfigModel):
     enabled: bool = Field(True, description="Serve the merged endpoint /mcp over all upstreams.")
     separator: Literal["__"] = Field(
         "__", description="Tool/prompt names become <upstream>__<name>; resource URIs <upstream>+<uri>."
     )
 
 
-class Sessions(_Model):
+class Sessions(ConfigModel):
     idle_ttl: float = Field(3600.0, gt=0, description="Seconds an unused legacy-era session is kept.")
 
 
-class Audit(_Model):
+class Audit(ConfigModel):
     enabled: bool = Field(True, description="Record one audit event per MCP request (recommended).")
     jsonl_path: str | None = Field(None, description="Also append every record to this JSON Lines file.")
     retention_days: int | None = Field(
@@ -184,14 +183,14 @@ class Audit(_Model):
     batch_size: int = Field(1024, ge=1, le=100_000, description="Most records written in one transaction.")
 
 
-class Logging(_Model):
+class Logging(ConfigModel):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Minimum level logged.")
     format: Literal["text", "json"] = Field(
         "text", description="text for people, json (one object per line)."
     )
 
 
-class Settings(_Model):
+class Settings(ConfigModel):
     """Root of bastion.yaml."""
 
     public_url: str = Field(
@@ -214,6 +213,10 @@ class Settings(_Model):
         default_factory=Audit, description="The audit log (always in storage; optionally JSONL)."
     )
     logging: Logging = Field(default_factory=Logging, description="Server log output (stderr).")
+    clients: list[OAuthClient] = Field(
+        default_factory=list,
+        description="Pre-registered OAuth clients (others register dynamically or by metadata document).",
+    )
 
     @field_validator("public_url")
     @classmethod
@@ -240,6 +243,16 @@ class Settings(_Model):
             ("sqlite://", "sqlite+aiosqlite://", "postgresql://", "postgresql+asyncpg://")
         ):
             raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+    @field_validator("clients")
+    @classmethod
+    def _unique_clients(cls, value: list[OAuthClient]) -> list[OAuthClient]:
+        seen: set[str] = set()
+        for client in value:
+            if client.client_id in seen:
+                raise ValueError(f"client_id '{client.client_id}' is used twice")
+            seen.add(client.client_id)
         return value
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from bastion.core.records import (
     AuditRecord,
+    ClientRecord,
     ConsentRecord,
     JsonObject,
     RefreshTokenRecord,
@@ -149,6 +150,33 @@ class ConsentStore(Protocol):
     async def revoke(self, user_id: str, client_id: str) -> bool: ...
 
 
+class ClientStore(Protocol):
+    """OAuth client registrations keyed by client_id: pre-registered (config) and RFC 7591 DCR.
+    CIMD clients are fetched from their URL and never stored here."""
+
+    async def put(self, client: ClientRecord) -> None:
+        """Insert, or replace the registration with the same client_id."""
+        ...
+
+    async def get(self, client_id: str) -> ClientRecord | None: ...
+
+    async def list(self, source: str | None = None) -> builtins.list[ClientRecord]:
+        """Every client (or those from ``source``), ordered by client_id."""
+        ...
+
+    async def delete(self, client_id: str) -> bool: ...
+
+    async def touch(self, client_id: str, now: float) -> None:
+        """Record a use: set last_used_at and clear expires_at (a used registration no
+        longer expires). Nothing happens for an unknown client."""
+        ...
+
+    async def purge_expired(self, now: float) -> int:
+        """Delete clients with ``expires_at <= now`` (DCR registrations never used);
+        returns the count."""
+        ...
+
+
 class Store(Protocol):
     @property
     def audit(self) -> AuditStore: ...
@@ -170,5 +198,8 @@ class Store(Protocol):
 
     @property
     def consents(self) -> ConsentStore: ...
+
+    @property
+    def clients(self) -> ClientStore: ...
 
     async def close(self) -> None: ...

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from bastion.core.records import AuditRecord, SessionRecord, StoredAuditRecord
 from bastion.store.hashing import GENESIS_HASH, link_hash, normalize
 from bastion.store.memory_authz import (
+    MemoryClientStore,
     MemoryConsentStore,
     MemoryGrantStore,
     MemoryRefreshStore,
@@ -115,6 +116,7 @@ class MemoryStore:
         self._grants = MemoryGrantStore()
         self._refresh_tokens = MemoryRefreshStore()
         self._consents = MemoryConsentStore()
+        self._clients = MemoryClientStore()
 
     @property
     def audit(self) -> MemoryAuditStore:
@@ -143,6 +145,10 @@ class MemoryStore:
     @property
     def consents(self) -> MemoryConsentStore:
         return self._consents
+
+    @property
+    def clients(self) -> MemoryClientStore:
+        return self._clients
 
     async def close(self) -> None:
         return None

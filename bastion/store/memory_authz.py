@@ -13,6 +13,7 @@ import dataclasses
 
 from bastion.core.errors import Conflict
 from bastion.core.records import (
+    ClientRecord,
     ConsentRecord,
     JsonObject,
     RefreshTokenRecord,
@@ -182,3 +183,42 @@ class MemoryConsentStore:
 
     async def revoke(self, user_id: str, client_id: str) -> bool:
         return self._consents.pop((user_id, client_id), None) is not None
+
+
+def _copy_client(client: ClientRecord) -> ClientRecord:
+    return dataclasses.replace(
+        client, jwks=copy.deepcopy(client.jwks), metadata=copy.deepcopy(client.metadata)
+    )
+
+
+class MemoryClientStore:
+    """Client registrations keyed by client_id (config and RFC 7591 DCR)."""
+
+    def __init__(self) -> None:
+        self._clients: dict[str, ClientRecord] = {}
+
+    async def put(self, client: ClientRecord) -> None:
+        self._clients[client.client_id] = _copy_client(client)
+
+    async def get(self, client_id: str) -> ClientRecord | None:
+        client = self._clients.get(client_id)
+        return _copy_client(client) if client is not None else None
+
+    async def list(self, source: str | None = None) -> builtins.list[ClientRecord]:
+        return [
+            _copy_client(c) for _, c in sorted(self._clients.items()) if source is None or c.source == source
+        ]
+
+    async def delete(self, client_id: str) -> bool:
+        return self._clients.pop(client_id, None) is not None
+
+    async def touch(self, client_id: str, now: float) -> None:
+        client = self._clients.get(client_id)
+        if client is not None:
+            self._clients[client_id] = dataclasses.replace(client, last_used_at=now, expires_at=None)
+
+    async def purge_expired(self, now: float) -> int:
+        stale = [cid for cid, c in self._clients.items() if c.expires_at is not None and c.expires_at <= now]
+        for cid in stale:
+            del self._clients[cid]
+        return len(stale)

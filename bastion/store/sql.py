@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bastion.core.records import AuditRecord, SessionRecord, StoredAuditRecord
 from bastion.store.hashing import FIELD_NAMES, link_hash, normalize
-from bastion.store.sql_authz import SqlGrantStore, SqlRefreshStore, SqlSigningKeyStore
+from bastion.store.sql_authz import SqlClientStore, SqlGrantStore, SqlRefreshStore, SqlSigningKeyStore
 from bastion.store.sql_engine import (
     SQLITE_BUSY_TIMEOUT,
     create_engine,
@@ -226,6 +226,7 @@ class SqlStore:
         self._grants = SqlGrantStore(engine)
         self._refresh_tokens = SqlRefreshStore(engine)
         self._consents = SqlConsentStore(engine)
+        self._clients = SqlClientStore(engine)
 
     @property
     def audit(self) -> SqlAuditStore:
@@ -254,6 +255,10 @@ class SqlStore:
     @property
     def consents(self) -> SqlConsentStore:
         return self._consents
+
+    @property
+    def clients(self) -> SqlClientStore:
+        return self._clients
 
     async def close(self) -> None:
         self._audit.close()

@@ -1,5 +1,6 @@
 """SQL stores for the authorization server's secrets-adjacent state: the sealed signing
-key ring, single-use grants, and refresh-token families (SQLite and Postgres alike).
+key ring, single-use grants, refresh-token families, and OAuth client registrations
+(SQLite and Postgres alike).
 
 Atomicity across replicas sharing one database:
 
@@ -25,9 +26,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bastion.core.errors import Conflict
-from bastion.core.records import JsonObject, RefreshTokenRecord, RotateOutcome, RotateResult
+from bastion.core.records import ClientRecord, JsonObject, RefreshTokenRecord, RotateOutcome, RotateResult
 from bastion.store.sql_engine import write_transaction
-from bastion.store.tables import SIGNING_KEYS_ID, grants, refresh_families, refresh_tokens, signing_keys
+from bastion.store.tables import (
+    SIGNING_KEYS_ID,
+    clients,
+    grants,
+    refresh_families,
+    refresh_tokens,
+    signing_keys,
+)
 
 
 def dumps(value: Any) -> str:
@@ -223,3 +231,97 @@ class SqlRefreshStore:
         async with self._engine.connect() as conn:
             row = (await conn.execute(query)).mappings().first()
         return _token(row, bool(row["revoked"])) if row is not None else None
+
+
+def _client_row(client: ClientRecord) -> dict[str, Any]:
+    return {
+        "client_id": client.client_id,
+        "source": client.source,
+        "client_name": client.client_name,
+        "redirect_uris": dumps(list(client.redirect_uris)),
+        "grant_types": dumps(list(client.grant_types)),
+        "token_endpoint_auth_method": client.token_endpoint_auth_method,
+        "secret_hash": client.secret_hash,
+        "jwks": dumps(client.jwks) if client.jwks is not None else None,
+        "jwks_uri": client.jwks_uri,
+        "scope": client.scope,
+        "application_type": client.application_type,
+        "trusted": client.trusted,
+        "created_at": float(client.created_at),
+        "expires_at": client.expires_at,
+        "last_used_at": client.last_used_at,
+        "metadata": dumps(client.metadata),
+    }
+
+
+def _client(row: Mapping[Any, Any]) -> ClientRecord:
+    return ClientRecord(
+        client_id=row["client_id"],
+        source=row["source"],
+        client_name=row["client_name"],
+        redirect_uris=tuple(orjson.loads(row["redirect_uris"])),
+        grant_types=tuple(orjson.loads(row["grant_types"])),
+        token_endpoint_auth_method=row["token_endpoint_auth_method"],
+        secret_hash=row["secret_hash"],
+        jwks=orjson.loads(row["jwks"]) if row["jwks"] is not None else None,
+        jwks_uri=row["jwks_uri"],
+        scope=row["scope"],
+        application_type=row["application_type"],
+        trusted=bool(row["trusted"]),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        last_used_at=row["last_used_at"],
+        metadata=orjson.loads(row["metadata"]),
+    )
+
+
+class SqlClientStore:
+    """OAuth client registrations keyed by client_id (config and RFC 7591 DCR)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def put(self, client: ClientRecord) -> None:
+        row = _client_row(client)
+        stmt = dialect_insert(self._engine)(clients).values(**row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[clients.c.client_id],
+            set_={name: stmt.excluded[name] for name in row if name != "client_id"},
+        )
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(stmt)
+
+    async def get(self, client_id: str) -> ClientRecord | None:
+        query = sa.select(clients).where(clients.c.client_id == client_id)
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return _client(row) if row is not None else None
+
+    async def list(self, source: str | None = None) -> list[ClientRecord]:
+        query = sa.select(clients).order_by(clients.c.client_id)
+        if source is not None:
+            query = query.where(clients.c.source == source)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_client(row) for row in rows]
+
+    async def delete(self, client_id: str) -> bool:
+        async with write_transaction(self._engine) as conn:
+            result = await conn.execute(sa.delete(clients).where(clients.c.client_id == client_id))
+        return bool(result.rowcount)
+
+    async def touch(self, client_id: str, now: float) -> None:
+        # One statement, so a concurrent purge either deletes the row first or finds it kept.
+        stmt = (
+            sa.update(clients)
+            .where(clients.c.client_id == client_id)
+            .values(last_used_at=float(now), expires_at=None)
+        )
+        async with write_transaction(self._engine) as conn:
+            await conn.execute(stmt)
+
+    async def purge_expired(self, now: float) -> int:
+        stmt = sa.delete(clients).where(clients.c.expires_at.is_not(None), clients.c.expires_at <= now)
+        async with write_transaction(self._engine) as conn:
+            result = await conn.execute(stmt)
+        return int(result.rowcount)

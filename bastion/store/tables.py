@@ -135,3 +135,27 @@ consents = sa.Table(
     sa.Column("resources", sa.Text, nullable=False),  # JSON text: sorted list
     sa.Column("granted_at", sa.Double, nullable=False),
 )
+
+
+# -- OAuth clients (revision 0003) --------------------------------------------------------------
+
+clients = sa.Table(
+    "clients",
+    metadata,
+    sa.Column("client_id", sa.Text, primary_key=True),
+    sa.Column("source", sa.Text, nullable=False),  # config or dcr
+    sa.Column("client_name", sa.Text),
+    sa.Column("redirect_uris", sa.Text, nullable=False),  # JSON text: list, in order
+    sa.Column("grant_types", sa.Text, nullable=False),  # JSON text: list, in order
+    sa.Column("token_endpoint_auth_method", sa.Text, nullable=False),
+    sa.Column("secret_hash", sa.Text),  # SHA-256 hex, never the secret
+    sa.Column("jwks", sa.Text),  # JSON text
+    sa.Column("jwks_uri", sa.Text),
+    sa.Column("scope", sa.Text),
+    sa.Column("application_type", sa.Text, nullable=False),
+    sa.Column("trusted", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double),
+    sa.Column("last_used_at", sa.Double),
+    sa.Column("metadata", sa.Text, nullable=False),  # JSON text
+)
