@@ -10,23 +10,7 @@ import aiohttp
 import pytest
 
 from tests.support.gateway import Gateway
-
-LEGACY = "2025-11-25"
-MODERN = "2026-07-28"
-ACCEPT = "application/json, text/event-stream"
-
-
-def init_body(request_id: int = 1) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": request_id,
-        "method": "initialize",
-        "params": {
-            "protocolVersion": LEGACY,
-            "capabilities": {},
-            "clientInfo": {"name": "t", "version": "1"},
-        },
-    }
+from tests.support.wire import ACCEPT, LEGACY, MODERN, init_body
 
 
 def modern_call(name: str, request_id: int = 1) -> tuple[dict[str, Any], dict[str, str]]:

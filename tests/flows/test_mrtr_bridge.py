@@ -9,8 +9,7 @@ from typing import Any
 import aiohttp
 
 from tests.support.gateway import Gateway
-
-MODERN = "2026-07-28"
+from tests.support.wire import MODERN
 
 
 def call(

@@ -13,18 +13,7 @@ import pytest
 
 from tests.support.gateway import run_gateway, venv_env
 from tests.support.postgres import PgServer
-
-ACCEPT = "application/json, text/event-stream"
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
-    },
-}
+from tests.support.wire import ACCEPT, init_body
 
 
 @pytest.mark.postgres
@@ -38,7 +27,7 @@ async def test_session_resolves_on_any_replica(
         run_gateway(tmp_path, upstreams, storage=database) as b,
     ):
         async with aiohttp.ClientSession() as s:
-            async with s.post(a.url("ev"), json=INIT, headers={"accept": ACCEPT}) as r:
+            async with s.post(a.url("ev"), json=init_body(), headers={"accept": ACCEPT}) as r:
                 assert r.status == 200
                 await r.read()
                 session = {

@@ -11,22 +11,11 @@ import aiohttp
 import pytest
 
 from tests.support.gateway import Gateway
-
-ACCEPT = "application/json, text/event-stream"
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "t", "version": "1"},
-    },
-}
+from tests.support.wire import ACCEPT, init_body
 
 
 async def open_session(s: aiohttp.ClientSession, url: str) -> dict[str, str]:
-    async with s.post(url, json=INIT, headers={"accept": ACCEPT}) as r:
+    async with s.post(url, json=init_body(), headers={"accept": ACCEPT}) as r:
         assert r.status == 200
         await r.read()
         headers = {"mcp-session-id": r.headers["mcp-session-id"], "mcp-protocol-version": "2025-11-25"}
