@@ -11,8 +11,6 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
-import orjson
-
 from bastion.audit import events
 from bastion.audit.recorder import AuditRecorder
 from bastion.authn.anonymous import AnonymousAuthenticator
@@ -167,4 +165,4 @@ def create_app(settings: Settings) -> BastionApp:
     return BastionApp(settings)
 
 
-__all__ = ["BastionApp", "create_app", "orjson"]
+__all__ = ["BastionApp", "create_app"]

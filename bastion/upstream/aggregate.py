@@ -25,7 +25,6 @@ from bastion.core.errors import (
     MethodNotFound,
     SessionNotFound,
     SessionRequired,
-    UnknownEndpoint,
 )
 from bastion.core.records import Era, InboundCall, MessageKind, Principal, UpstreamCredential
 from bastion.core.replies import EmptyReply, MessageReply, Reply
@@ -33,7 +32,7 @@ from bastion.upstream import naming
 from bastion.upstream.eras import BASTION_INFO, negotiated_version, strip_envelope, to_modern_response
 from bastion.upstream.mrtr import MrtrBridge
 from bastion.upstream.registry import Link, UpstreamEntry
-from bastion.upstream.relay import RelaySession, error_response, forward_cancel, run_on_route, single
+from bastion.upstream.relay import RelaySession, forward_cancel, run_on_route, single
 from bastion.upstream.routes import CallRoute
 from bastion.upstream.sessions import SessionManager
 
@@ -310,4 +309,4 @@ class Aggregator:
         return {"jsonrpc": "2.0", "id": message.get("id"), "result": {kind: merged}}
 
 
-__all__ = ["Aggregator", "UnknownEndpoint", "error_response"]
+__all__ = ["Aggregator"]

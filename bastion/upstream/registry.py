@@ -141,6 +141,11 @@ class UpstreamEntry:
                 delete.release()
         return ok
 
+    @property
+    def discover_result(self) -> JsonObject | None:
+        """The upstream's server/discover result, when it speaks the 2026-07-28 era."""
+        return self._eras.discover_result if self._eras is not None else None
+
     def forget_eras(self) -> None:
         self._eras = None
 

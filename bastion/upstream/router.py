@@ -147,9 +147,7 @@ class UpstreamStage:
     def _initialize_result(link: Any, entry: UpstreamEntry, version: str) -> JsonObject:
         if link.initialize_result is not None:
             return {**link.initialize_result, "protocolVersion": version}
-        eras = entry._eras
-        discover = eras.discover_result if eras is not None else None
-        return initialize_from_discover(discover or {}, version)
+        return initialize_from_discover(entry.discover_result or {}, version)
 
     async def _relay(
         self, entry: UpstreamEntry, relay: RelaySession, call: InboundCall, credential: UpstreamCredential
