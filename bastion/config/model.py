@@ -215,7 +215,10 @@ class Settings(ConfigModel):
     logging: Logging = Field(default_factory=Logging, description="Server log output (stderr).")
     clients: list[OAuthClient] = Field(
         default_factory=list,
-        description="Pre-registered OAuth clients (others register dynamically or by metadata document).",
+        description=(
+            "Pre-registered OAuth clients (others register dynamically or by metadata document). "
+            "Validated now; used once Bastion's authorization server is enabled (auth.enabled)."
+        ),
     )
 
     @field_validator("public_url")
