@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
-from bastion.core.records import AuditRecord
+from bastion.core.records import AuditRecord, StoredAuditRecord
 
 GENESIS_HASH = "0" * 64
 
@@ -130,3 +131,19 @@ def canonical_json(record: AuditRecord) -> bytes:
 def link_hash(prev_hash: str, record: AuditRecord) -> str:
     """sha256(prev_hash + canonical_json(record)) in lowercase hex."""
     return hashlib.sha256(prev_hash.encode("ascii") + canonical_json(record)).hexdigest()
+
+
+def extend_chain(
+    seq: int, prev_hash: str, records: Sequence[AuditRecord]
+) -> tuple[list[StoredAuditRecord], list[tuple[object, ...]], int, str]:
+    """Link ``records`` after (seq, prev_hash): the stored records, their table rows
+    ``(seq, *fields, prev_hash, hash)`` and the new chain head (seq, hash)."""
+    stored: list[StoredAuditRecord] = []
+    rows: list[tuple[object, ...]] = []
+    for record in records:
+        seq += 1
+        digest = link_hash(prev_hash, record)
+        stored.append(StoredAuditRecord(seq=seq, record=record, prev_hash=prev_hash, hash=digest))
+        rows.append((seq, *record, prev_hash, digest))
+        prev_hash = digest
+    return stored, rows, seq, prev_hash

@@ -20,7 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bastion.core.records import AuditRecord, SessionRecord, StoredAuditRecord
-from bastion.store.hashing import FIELD_NAMES, link_hash, normalize
+from bastion.store.hashing import FIELD_NAMES, extend_chain, normalize
 from bastion.store.sql_authz import SqlClientStore, SqlGrantStore, SqlRefreshStore, SqlSigningKeyStore
 from bastion.store.sql_engine import (
     SQLITE_BUSY_TIMEOUT,
@@ -91,15 +91,7 @@ class SqlAuditStore:
                     .with_for_update()
                 )
             ).one()
-            seq, prev = int(head.seq), str(head.hash)
-            stored: list[StoredAuditRecord] = []
-            rows: list[tuple[object, ...]] = []
-            for record in cleaned:
-                seq += 1
-                digest = link_hash(prev, record)
-                stored.append(StoredAuditRecord(seq=seq, record=record, prev_hash=prev, hash=digest))
-                rows.append((seq, *record, prev, digest))
-                prev = digest
+            stored, rows, seq, prev = extend_chain(int(head.seq), str(head.hash), cleaned)
             # Straight to the driver: SQLAlchemy's per-row parameter processing cost more than
             # the hashing and the insert together (measured ~25 µs per record).
             await conn.exec_driver_sql(self._insert_sql, rows)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bastion.core.records import AuditRecord, StoredAuditRecord
-from bastion.store.hashing import link_hash
+from bastion.store.hashing import extend_chain
 from bastion.store.tables import HEAD_ID
 
 
@@ -44,15 +44,7 @@ class SqliteAuditWriter:
             conn.execute("BEGIN IMMEDIATE")  # the write lock first: appends never fork the chain
             try:
                 row = conn.execute("SELECT seq, hash FROM audit_head WHERE id = ?", (HEAD_ID,)).fetchone()
-                seq, prev = int(row[0]), str(row[1])
-                stored: list[StoredAuditRecord] = []
-                rows: list[tuple[object, ...]] = []
-                for record in records:
-                    seq += 1
-                    digest = link_hash(prev, record)
-                    stored.append(StoredAuditRecord(seq=seq, record=record, prev_hash=prev, hash=digest))
-                    rows.append((seq, *record, prev, digest))
-                    prev = digest
+                stored, rows, seq, prev = extend_chain(int(row[0]), str(row[1]), records)
                 conn.executemany(self._insert_sql, rows)
                 conn.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = ?", (seq, prev, HEAD_ID))
                 conn.execute("COMMIT")
