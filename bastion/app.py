@@ -11,12 +11,18 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, Router
+
 from bastion.audit import events
 from bastion.audit.recorder import AuditRecorder
 from bastion.authn.anonymous import AnonymousAuthenticator
+from bastion.authority import Authority, build_authority
 from bastion.config.model import Settings
 from bastion.core.errors import UpstreamError
 from bastion.core.records import AuditRecord
+from bastion.core.stages import Authenticator
 from bastion.edge.guards import HostGuard
 from bastion.edge.inbound import Receive
 from bastion.edge.render import Send, send_json
@@ -29,6 +35,14 @@ from bastion.vault.static import StaticVault
 
 log = logging.getLogger("bastion")
 MAINTENANCE_INTERVAL = 30.0
+SYNC_INTERVAL = 5.0  # seconds until a revocation or key rotation made elsewhere reaches this replica
+
+
+async def _healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+_HEALTH = Route("/healthz", _healthz, methods=["GET"])
 
 
 class _NoAudit:
@@ -48,6 +62,8 @@ class BastionApp:
         self.audit: AuditRecorder | None = None
         self.upstream: UpstreamStage | None = None
         self.pipeline: McpPipeline | None = None
+        self.authority: Authority | None = None
+        self._router: Router | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     async def startup(self) -> None:
@@ -67,6 +83,12 @@ class BastionApp:
             retention_days=settings.audit.retention_days,
         )
         await self.audit.start()
+        sink = self.audit if settings.audit.enabled else _NoAudit()
+        authn: Authenticator = AnonymousAuthenticator()
+        if settings.auth.enabled:
+            self.authority = await build_authority(settings, self.store, self.audit)
+            authn = self.authority.authenticator
+        self._router = Router(routes=[*(self.authority.routes if self.authority else []), _HEALTH])
         sessions = SessionManager(
             self.store.sessions, idle_ttl=settings.sessions.idle_ttl, replica=self.replica
         )
@@ -74,11 +96,11 @@ class BastionApp:
         self.pipeline = McpPipeline(
             guard=HostGuard.from_settings(settings),
             max_body=settings.edge.max_body_bytes,
-            authn=AnonymousAuthenticator(),
+            authn=authn,
             policy=AllowAll(),
             vault=StaticVault(),
             upstream=self.upstream,
-            audit=self.audit if settings.audit.enabled else _NoAudit(),
+            audit=sink,
         )
         self._lifecycle(events.SERVER_STARTED, f"{len(settings.upstreams)} upstreams")
         # Everything built so far lives as long as the process: keep it out of the cyclic
@@ -87,6 +109,8 @@ class BastionApp:
         gc.freeze()
         self._tasks.append(asyncio.ensure_future(self._warm_up()))
         self._tasks.append(asyncio.ensure_future(self._maintain(sessions)))
+        if self.authority is not None:
+            self._tasks.append(asyncio.ensure_future(self._sync(self.authority)))
 
     def _lifecycle(self, event: str, detail: str) -> None:
         if self.audit is not None:
@@ -109,6 +133,8 @@ class BastionApp:
         while True:
             await asyncio.sleep(MAINTENANCE_INTERVAL)
             try:
+                if self.authority is not None:
+                    await self.authority.purge()
                 for _ in await sessions.maintain():
                     self._lifecycle(events.SESSION_EXPIRED, "idle")
                 reaped = await self.upstream.reap_idle()
@@ -116,6 +142,14 @@ class BastionApp:
                     log.info("stopped %d idle per-session stdio processes", reaped)
             except Exception:
                 log.exception("maintenance failed")
+
+    async def _sync(self, authority: Authority) -> None:
+        while True:
+            await asyncio.sleep(SYNC_INTERVAL)
+            try:
+                await authority.sync()
+            except Exception:
+                log.exception("key ring / revocation sync failed")
 
     async def shutdown(self) -> None:
         for task in self._tasks:
@@ -137,10 +171,10 @@ class BastionApp:
             path: str = scope["path"]
             if path.startswith("/mcp") and self.pipeline is not None:
                 await self.pipeline(scope, receive, send)
-            elif path == "/healthz":
-                await send_json(send, 200, {"status": "ok"})
+            elif self._router is not None:
+                await self._router(scope, receive, send)
             else:
-                await send_json(send, 404, {"error": "not_found", "error_description": "No such page"})
+                await send_json(send, 503, {"error": "starting", "error_description": "Bastion is starting"})
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 

@@ -56,6 +56,13 @@ def _success_event(call: InboundCall) -> str:
     return events.CALL_FORWARDED
 
 
+def _authorization(scope: MutableMapping[str, Any]) -> str | None:
+    for key, value in scope["headers"]:
+        if key == b"authorization":
+            return str(value.decode("latin-1"))
+    return None
+
+
 class McpPipeline:
     def __init__(
         self,
@@ -120,7 +127,7 @@ class McpPipeline:
             call = await read_call(
                 scope, receive, endpoint=endpoint, guard=self._guard, max_body=self._max_body
             )
-            principal = self._authn.authenticate(call)
+            principal = self._authn.authenticate(call, _authorization(scope))
             decision = self._policy.decide(principal, call)
             if not decision.allowed:
                 raise PolicyDenied(f"Denied by policy: {decision.reason}")

@@ -12,6 +12,7 @@ CALL_FAILED = "call.failed"  # the upstream failed (unavailable, timeout, crash,
 CALL_REJECTED = "call.rejected"  # the request was malformed or not acceptable (4xx, JSON-RPC error)
 CALL_DENIED = "call.denied"  # policy said no
 CALL_CANCELLED = "call.cancelled"  # the client went away before the answer (2026-07-28: its cancellation)
+CALL_UNAUTHORIZED = "call.unauthorized"  # no, bad or insufficient access token (401/403 challenge)
 NOTIFICATION_FORWARDED = "notification.forwarded"
 RESPONSE_FORWARDED = "response.forwarded"  # a client's answer to a server→client request
 
@@ -36,8 +37,47 @@ SERVER_STOPPED = "server.stopped"
 AUDIT_PURGED = "audit.purged"  # retention deleted old records (detail: how many, before when)
 AUDIT_DROPPED = "audit.dropped"  # records were lost while the store was failing (detail: how many)
 
+# authorization server (detail: client, reason; never a token, code or secret)
+AUTHORIZATION_REQUESTED = "authorization.requested"  # a valid /authorize request, waiting for login/consent
+AUTHORIZATION_REFUSED = (
+    "authorization.refused"  # /authorize refused (bad client, redirect, PKCE, resource...)
+)
+AUTHORIZATION_GRANTED = "authorization.granted"  # a code went to the client
+AUTHORIZATION_DENIED = "authorization.denied"  # the user pressed Deny
+CONSENT_GRANTED = "consent.granted"
+CONSENT_REVOKED = "consent.revoked"
+LOGIN_SUCCEEDED = "login.succeeded"
+LOGIN_FAILED = "login.failed"
+LOGIN_THROTTLED = "login.throttled"
+LOGOUT = "login.ended"
+TOKEN_ISSUED = "token.issued"  # noqa: S105 - an event name  # access (and refresh) token issued, detail names the grant
+TOKEN_REFUSED = "token.refused"  # noqa: S105 - an event name  # token endpoint error (detail: the OAuth error code and why)
+TOKEN_REVOKED = "token.revoked"  # noqa: S105 - an event name  # RFC 7009, or a refresh-token family revoked after reuse
+TOKEN_REUSE_DETECTED = "token.reuse_detected"  # noqa: S105 - an event name  # a used code or rotated refresh token came back
+CLIENT_REGISTERED = "client.registered"  # RFC 7591
+CLIENT_REFUSED = "client.refused"  # a registration was refused
+KEY_ROTATED = "key.rotated"
+
 EVENTS: frozenset[str] = frozenset(
     {
+        CALL_UNAUTHORIZED,
+        AUTHORIZATION_REQUESTED,
+        AUTHORIZATION_REFUSED,
+        AUTHORIZATION_GRANTED,
+        AUTHORIZATION_DENIED,
+        CONSENT_GRANTED,
+        CONSENT_REVOKED,
+        LOGIN_SUCCEEDED,
+        LOGIN_FAILED,
+        LOGIN_THROTTLED,
+        LOGOUT,
+        TOKEN_ISSUED,
+        TOKEN_REFUSED,
+        TOKEN_REVOKED,
+        TOKEN_REUSE_DETECTED,
+        CLIENT_REGISTERED,
+        CLIENT_REFUSED,
+        KEY_ROTATED,
         CALL_FORWARDED,
         CALL_FAILED,
         CALL_REJECTED,

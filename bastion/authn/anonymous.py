@@ -1,7 +1,7 @@
 """Authentication switched off (``auth.enabled: false``): every caller is the anonymous principal.
 
-For loopback development only; the app logs a loud warning at startup. Bastion's own token
-verification replaces this when the authorization server lands.
+For loopback development only; the app logs a loud warning at startup. Otherwise
+``bastion.authn.access`` verifies Bastion's access tokens.
 """
 
 from __future__ import annotations
@@ -10,5 +10,5 @@ from bastion.core.records import ANONYMOUS, InboundCall, Principal
 
 
 class AnonymousAuthenticator:
-    def authenticate(self, call: InboundCall) -> Principal:
+    def authenticate(self, call: InboundCall, authorization: str | None) -> Principal:
         return ANONYMOUS

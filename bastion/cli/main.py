@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from bastion._version import __version__
-from bastion.cli import audit, config, db, serve, users
+from bastion.cli import audit, clients, config, db, grants, serve, users
 
 app = typer.Typer(
     name="bastion",
@@ -19,6 +19,8 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(db.app, name="db")
 app.add_typer(config.app, name="config")
 app.add_typer(users.app, name="users")
+app.add_typer(grants.app, name="grants")
+app.add_typer(clients.app, name="clients")
 app.command()(serve.serve)
 app.command()(serve.demo)
 

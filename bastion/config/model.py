@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from bastion.config.auth import Auth
 from bastion.config.base import ConfigModel
 from bastion.config.clients import OAuthClient
 
@@ -105,6 +106,13 @@ class Upstream(ConfigModel):
             "bridged). Without 'modern', server/discover gets -32022 and clients fall back to initialize."
         ),
     )
+    required_scopes: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Scopes a token needs for /mcp/<name> and for this upstream's tools via /mcp "
+            "(besides auth.required_scopes)."
+        ),
+    )
     http: HttpUpstream | None = Field(
         None, description="A remote Streamable HTTP server (set this or stdio)."
     )
@@ -127,16 +135,6 @@ class Upstream(ConfigModel):
         if (self.http is None) == (self.stdio is None):
             raise ValueError("exactly one of 'http' or 'stdio' must be set")
         return self
-
-
-class Auth(ConfigModel):
-    enabled: bool = Field(
-        False,
-        description=(
-            "Require OAuth bearer tokens on every MCP endpoint. Until Bastion's authorization server "
-            "ships only false works; false is for loopback development and logs a loud warning."
-        ),
-    )
 
 
 class Edge(ConfigModel):
@@ -215,10 +213,7 @@ class Settings(ConfigModel):
     logging: Logging = Field(default_factory=Logging, description="Server log output (stderr).")
     clients: list[OAuthClient] = Field(
         default_factory=list,
-        description=(
-            "Pre-registered OAuth clients (others register dynamically or by metadata document). "
-            "Validated now; used once Bastion's authorization server is enabled (auth.enabled)."
-        ),
+        description=("Pre-registered OAuth clients (others register dynamically or by metadata document)."),
     )
 
     @field_validator("public_url")
@@ -265,11 +260,14 @@ class Settings(ConfigModel):
             if upstream.name in seen:
                 raise ValueError(f"upstream name '{upstream.name}' is used twice")
             seen.add(upstream.name)
-        if self.auth.enabled:
-            raise ValueError(
-                "auth.enabled: true needs Bastion's authorization server, which this version does not "
-                "include yet; set auth.enabled: false (loopback development only)"
-            )
+            unknown = sorted(set(upstream.required_scopes) - set(self.auth.scopes))
+            if unknown:
+                raise ValueError(
+                    f"upstream '{upstream.name}': required_scopes {unknown} are not in auth.scopes"
+                )
+        unknown = sorted(set(self.auth.required_scopes) - set(self.auth.scopes))
+        if unknown:
+            raise ValueError(f"auth.required_scopes {unknown} are not in auth.scopes")
         return self
 
     @property

@@ -21,6 +21,7 @@ Each error carries a *public* message (safe to show a client) and a private
     │   ├── UnknownEndpoint           404          no such upstream
     │   ├── SessionRequired           400          legacy request without Mcp-Session-Id
     │   ├── SessionNotFound           404          unknown or expired Mcp-Session-Id
+    │   ├── Unauthorized              -32014, 401/403 with WWW-Authenticate (RFC 6750 §3)
     │   └── PolicyDenied              -32013       policy refused the call (JSON-RPC error, 200)
     └── UpstreamError                 the upstream failed; always names the upstream
         ├── UpstreamUnavailable       -32010  refused, DNS, process not running
@@ -45,6 +46,7 @@ UPSTREAM_UNAVAILABLE = -32010
 UPSTREAM_TIMEOUT = -32011
 UPSTREAM_FAILED = -32012
 POLICY_DENIED = -32013
+UNAUTHORIZED = -32014  # HTTP 401 / 403 with a Bearer challenge; clients act on the header
 
 
 class BastionError(Exception):
@@ -127,6 +129,21 @@ class SessionRequired(ClientError):
 
 class SessionNotFound(ClientError):
     status = 404
+
+
+class Unauthorized(ClientError):
+    """The request's credentials are missing, invalid, or lack scopes (RFC 6750 §3).
+
+    ``challenge`` is the complete ``WWW-Authenticate`` value; render sends it as is."""
+
+    code = UNAUTHORIZED
+    status = 401
+    event = "call.unauthorized"
+
+    def __init__(self, message: str, *, challenge: str, status: int = 401, detail: str = "") -> None:
+        super().__init__(message, detail=detail)
+        self.challenge = challenge
+        self.http_status = status
 
 
 class PolicyDenied(ClientError):

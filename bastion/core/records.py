@@ -208,7 +208,7 @@ class ConsentRecord:
     granted_at: float
 
 
-ClientSource = Literal["config", "dcr"]
+ClientSource = Literal["config", "dcr", "cimd"]
 
 
 @dataclass(frozen=True, slots=True)

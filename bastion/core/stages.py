@@ -9,7 +9,10 @@ from bastion.core.replies import Reply
 
 
 class Authenticator(Protocol):
-    def authenticate(self, call: InboundCall) -> Principal: ...
+    def authenticate(self, call: InboundCall, authorization: str | None) -> Principal:
+        """``authorization`` is the raw Authorization header, kept out of InboundCall so no
+        record, log line or upstream request can ever carry the client's token."""
+        ...
 
 
 class PolicyEngine(Protocol):

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from bastion.core.errors import BastionError, HttpMethodNotAllowed, MethodNotFound
+from bastion.core.errors import BastionError, HttpMethodNotAllowed, MethodNotFound, Unauthorized
 from bastion.core.records import Era, RequestId
 from bastion.core.sse import sse_event
 
@@ -47,6 +47,8 @@ def status_for(err: BastionError, era: Era | None) -> int:
     """HTTP status for an error answering a request of the given era."""
     if isinstance(err, MethodNotFound) and era is not Era.MODERN:
         return 200
+    if isinstance(err, Unauthorized):
+        return err.http_status
     return err.status
 
 
@@ -74,6 +76,8 @@ async def send_error(send: Send, err: BastionError, request_id: RequestId | None
     extra: tuple[tuple[bytes, bytes], ...] = ()
     if isinstance(err, HttpMethodNotAllowed):
         extra = ((b"allow", b"GET, POST, DELETE"),)
+    elif isinstance(err, Unauthorized):
+        extra = ((b"www-authenticate", err.challenge.encode("latin-1")), (b"cache-control", b"no-store"))
     await send_bytes(send, status, (*JSON_HEADERS, *extra), error_body(request_id, err))
     return status
 

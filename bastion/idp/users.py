@@ -87,6 +87,11 @@ class LocalUsers:
         except UserError:
             return None
 
+    name = "local"  # as a PasswordSource (bastion.idp.sources)
+
+    async def verify(self, username: str, password: str) -> UserRecord | None:
+        return await self.authenticate(username, password)
+
     async def authenticate(self, username: str, password: str) -> UserRecord | None:
         """The user, when the password is right and the account enabled; None otherwise (one
         answer for every failure, in about the same time, so usernames cannot be probed)."""

@@ -96,6 +96,12 @@ class GrantStore(Protocol):
         removed too)."""
         ...
 
+    async def peek(self, kind: str, key_hash: str, now: float) -> JsonObject | None:
+        """The payload, left in place (e.g. to show a consent page before the user
+        answers). None if unknown or expired. Never a substitute for ``consume`` when the
+        entry is being used: only ``consume`` guarantees a single winner."""
+        ...
+
     async def purge_expired(self, now: float) -> int:
         """Delete entries with ``expires_at <= now``; returns the count."""
         ...
@@ -177,6 +183,56 @@ class ClientStore(Protocol):
         ...
 
 
+class RevokedTokenStore(Protocol):
+    """Revoked JWT access tokens by ``jti`` (RFC 7009 revocation of self-contained tokens):
+    a JWT stays valid until it expires, so every replica keeps a deny list, refreshed from
+    here. A row is only needed until the token would have expired anyway."""
+
+    async def revoke(self, jti: str, expires_at: float, now: float) -> None:
+        """Record the revocation at ``now``. Idempotent: a second call changes nothing
+        (the first revoked_at stays, so pollers never see the row move)."""
+        ...
+
+    async def revoked_since(self, since: float, now: float) -> builtins.list[tuple[str, float, float]]:
+        """``(jti, expires_at, revoked_at)`` for revocations with ``revoked_at >= since``
+        whose token has not expired (``expires_at > now``), ordered by revoked_at.
+
+        revoked_at is the revoking replica's clock and rows commit in any order, so a
+        poller should ask again from a little before its last answer, not from its end."""
+        ...
+
+    async def purge_expired(self, now: float) -> int:
+        """Delete revocations of tokens with ``expires_at <= now``; returns the count."""
+        ...
+
+
+class ThrottleStore(Protocol):
+    """Attempt counters shared by every replica (login brute force, dynamic client
+    registration): a limit per replica would multiply with the number of replicas.
+    Keys are opaque (``login:user:alice``, ``login:ip:…``); callers may hash them."""
+
+    async def hit(self, key: str, now: float, window_s: float) -> int:
+        """Record one attempt for ``key`` at ``now`` and return the attempts for ``key``
+        in ``(now - window_s, now]``, this one included. Hits on one key are serialized
+        across replicas, so N simultaneous callers get N different counts: a burst of
+        parallel guesses cannot all see the same low number."""
+        ...
+
+    async def count(self, key: str, now: float, window_s: float) -> int:
+        """The attempts for ``key`` in ``(now - window_s, now]``, recording none. A check
+        before the attempt is not atomic with the ``hit`` after it: parallel callers can
+        all pass it, so a hard limit needs ``hit``'s answer."""
+        ...
+
+    async def reset(self, key: str) -> None:
+        """Forget every attempt for ``key`` (after a successful login)."""
+        ...
+
+    async def purge_before(self, ts: float) -> int:
+        """Delete attempts recorded before ``ts`` (older than any window); returns the count."""
+        ...
+
+
 class Store(Protocol):
     @property
     def audit(self) -> AuditStore: ...
@@ -201,5 +257,11 @@ class Store(Protocol):
 
     @property
     def clients(self) -> ClientStore: ...
+
+    @property
+    def revoked_tokens(self) -> RevokedTokenStore: ...
+
+    @property
+    def throttle(self) -> ThrottleStore: ...
 
     async def close(self) -> None: ...

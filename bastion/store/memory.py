@@ -19,7 +19,9 @@ from bastion.store.memory_authz import (
     MemoryConsentStore,
     MemoryGrantStore,
     MemoryRefreshStore,
+    MemoryRevokedTokenStore,
     MemorySigningKeyStore,
+    MemoryThrottleStore,
     MemoryUserStore,
 )
 
@@ -117,6 +119,8 @@ class MemoryStore:
         self._refresh_tokens = MemoryRefreshStore()
         self._consents = MemoryConsentStore()
         self._clients = MemoryClientStore()
+        self._revoked_tokens = MemoryRevokedTokenStore()
+        self._throttle = MemoryThrottleStore()
 
     @property
     def audit(self) -> MemoryAuditStore:
@@ -149,6 +153,14 @@ class MemoryStore:
     @property
     def clients(self) -> MemoryClientStore:
         return self._clients
+
+    @property
+    def revoked_tokens(self) -> MemoryRevokedTokenStore:
+        return self._revoked_tokens
+
+    @property
+    def throttle(self) -> MemoryThrottleStore:
+        return self._throttle
 
     async def close(self) -> None:
         return None

@@ -1,4 +1,5 @@
-"""In-memory authorization-server state for tests: the same semantics as ``sql_authz``.
+"""In-memory authorization-server state for tests: the same semantics as ``sql_authz``,
+``sql_users``, ``sql_tokens`` and ``sql_throttle``.
 
 No method awaits between reading and writing, so each one is atomic on the event
 loop without a lock (the memory store is never shared between processes). Payloads
@@ -93,6 +94,12 @@ class MemoryGrantStore:
         if entry is None or entry[1] <= now:
             return None
         return entry[0]
+
+    async def peek(self, kind: str, key_hash: str, now: float) -> JsonObject | None:
+        entry = self._entries.get((kind, key_hash))
+        if entry is None or entry[1] <= now:
+            return None
+        return copy.deepcopy(entry[0])
 
     async def purge_expired(self, now: float) -> int:
         stale = [key for key, (_, expires_at) in self._entries.items() if expires_at <= now]
@@ -222,3 +229,59 @@ class MemoryClientStore:
         for cid in stale:
             del self._clients[cid]
         return len(stale)
+
+
+class MemoryRevokedTokenStore:
+    """Revoked access-token ids with the token's expiry and the time of revocation."""
+
+    def __init__(self) -> None:
+        self._revoked: dict[str, tuple[float, float]] = {}  # jti -> (expires_at, revoked_at)
+
+    async def revoke(self, jti: str, expires_at: float, now: float) -> None:
+        self._revoked.setdefault(jti, (float(expires_at), float(now)))
+
+    async def revoked_since(self, since: float, now: float) -> builtins.list[tuple[str, float, float]]:
+        rows = [
+            (jti, expires_at, revoked_at)
+            for jti, (expires_at, revoked_at) in self._revoked.items()
+            if revoked_at >= since and expires_at > now
+        ]
+        return sorted(rows, key=lambda row: (row[2], row[0]))
+
+    async def purge_expired(self, now: float) -> int:
+        stale = [jti for jti, (expires_at, _) in self._revoked.items() if expires_at <= now]
+        for jti in stale:
+            del self._revoked[jti]
+        return len(stale)
+
+
+class MemoryThrottleStore:
+    """Attempt times per key; ``hit`` appends and counts without awaiting, so it is atomic."""
+
+    def __init__(self) -> None:
+        self._hits: dict[str, builtins.list[float]] = {}
+
+    async def hit(self, key: str, now: float, window_s: float) -> int:
+        hits = self._hits.setdefault(key, [])
+        hits.append(float(now))
+        return self._count(key, now, window_s)
+
+    async def count(self, key: str, now: float, window_s: float) -> int:
+        return self._count(key, now, window_s)
+
+    def _count(self, key: str, now: float, window_s: float) -> int:
+        return sum(1 for ts in self._hits.get(key, ()) if now - window_s < ts <= now)
+
+    async def reset(self, key: str) -> None:
+        self._hits.pop(key, None)
+
+    async def purge_before(self, ts: float) -> int:
+        purged = 0
+        for key in list(self._hits):
+            kept = [t for t in self._hits[key] if t >= ts]
+            purged += len(self._hits[key]) - len(kept)
+            if kept:
+                self._hits[key] = kept
+            else:
+                del self._hits[key]
+        return purged

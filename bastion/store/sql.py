@@ -30,6 +30,8 @@ from bastion.store.sql_engine import (
     sqlite_file,
     write_transaction,
 )
+from bastion.store.sql_throttle import SqlThrottleStore
+from bastion.store.sql_tokens import SqlRevokedTokenStore
 from bastion.store.sql_users import SqlConsentStore, SqlUserStore
 from bastion.store.sqlite_audit import SqliteAuditWriter
 from bastion.store.tables import HEAD_ID, audit_head, audit_records, sessions
@@ -219,6 +221,8 @@ class SqlStore:
         self._refresh_tokens = SqlRefreshStore(engine)
         self._consents = SqlConsentStore(engine)
         self._clients = SqlClientStore(engine)
+        self._revoked_tokens = SqlRevokedTokenStore(engine)
+        self._throttle = SqlThrottleStore(engine)
 
     @property
     def audit(self) -> SqlAuditStore:
@@ -251,6 +255,14 @@ class SqlStore:
     @property
     def clients(self) -> SqlClientStore:
         return self._clients
+
+    @property
+    def revoked_tokens(self) -> SqlRevokedTokenStore:
+        return self._revoked_tokens
+
+    @property
+    def throttle(self) -> SqlThrottleStore:
+        return self._throttle
 
     async def close(self) -> None:
         self._audit.close()

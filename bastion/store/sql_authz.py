@@ -97,6 +97,17 @@ class SqlGrantStore:
         payload: JsonObject = orjson.loads(row.payload)
         return payload
 
+    async def peek(self, kind: str, key_hash: str, now: float) -> JsonObject | None:
+        query = sa.select(grants.c.payload).where(
+            grants.c.kind == kind, grants.c.key_hash == key_hash, grants.c.expires_at > now
+        )
+        async with self._engine.connect() as conn:
+            text = (await conn.execute(query)).scalar_one_or_none()
+        if text is None:
+            return None
+        payload: JsonObject = orjson.loads(text)
+        return payload
+
     async def purge_expired(self, now: float) -> int:
         async with write_transaction(self._engine) as conn:
             result = await conn.execute(sa.delete(grants).where(grants.c.expires_at <= now))

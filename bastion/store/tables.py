@@ -159,3 +159,24 @@ clients = sa.Table(
     sa.Column("last_used_at", sa.Double),
     sa.Column("metadata", sa.Text, nullable=False),  # JSON text
 )
+
+
+# -- revoked access tokens and shared rate limits (revision 0004) -------------------------------
+
+revoked_tokens = sa.Table(
+    "revoked_tokens",
+    metadata,
+    sa.Column("jti", sa.Text, primary_key=True),
+    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.Column("revoked_at", sa.Double, nullable=False),
+)
+
+# One row per attempt. The surrogate key is there only so the table has a primary key
+# (Postgres logical replication refuses DELETEs on tables without a replica identity).
+throttle_hits = sa.Table(
+    "throttle_hits",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("ts", sa.Double, nullable=False),
+)

@@ -1,7 +1,7 @@
 """The authorization-server stores, one contract for memory, SQLite and a real PostgreSQL:
-signing key blob, users, single-use grants (RFC 6749 §4.1.2), refresh-token rotation
-(OAuth 2.1 §4.3.1) with reuse detection (RFC 9700 §4.14.2), consents; replicas racing on
-one database; and the 0001 → 0002 migration keeping the audit log.
+signing key blob, users, single-use grants (RFC 6749 §4.1.2, and peeking at them),
+refresh-token rotation (OAuth 2.1 §4.3.1) with reuse detection (RFC 9700 §4.14.2),
+consents; replicas racing on one database; and the 0001 → 0002 migration keeping the audit log.
 """
 
 from __future__ import annotations
@@ -140,6 +140,21 @@ async def test_duplicate_grant_key_conflicts(store: Store) -> None:
     with pytest.raises(Conflict):
         await store.grants.put(CODE, "h1", {"v": 2}, 300.0)
     assert await store.grants.consume(CODE, "h1", 100.0) == {"v": 1}
+
+
+async def test_peek_returns_a_copy_and_leaves_the_grant(store: Store) -> None:
+    payload = {"client_id": "c1", "scopes": ["a"], "nested": {"n": None}}
+    await store.grants.put(CODE, "h1", payload, expires_at=200.0)
+    seen = await store.grants.peek(CODE, "h1", now=100.0)
+    assert seen == payload
+    assert seen is not None
+    seen["scopes"].append("admin")  # changing what peek returned changes nothing stored
+    assert await store.grants.peek(CODE, "h1", now=100.0) == payload
+    assert await store.grants.peek("login_state", "h1", now=100.0) is None
+    assert await store.grants.peek(CODE, "nope", now=100.0) is None
+    assert await store.grants.peek(CODE, "h1", now=200.0) is None  # expires_at is exclusive
+    assert await store.grants.consume(CODE, "h1", now=199.0) == payload  # peeking consumed nothing
+    assert await store.grants.peek(CODE, "h1", now=100.0) is None
 
 
 async def test_purge_expired(store: Store) -> None:

@@ -173,7 +173,7 @@ async def test_a_0002_database_upgrades_and_keeps_its_users(store_url: str) -> N
     store = await open_store(store_url)
     try:
         assert isinstance(store, SqlStore)
-        assert await current_revision(store.engine) == head_revision() == "0003"
+        assert await current_revision(store.engine) == head_revision()
         assert await store.users.get("u1") == alice
         await store.clients.put(client())
         assert await store.clients.get("c1") == client()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -50,7 +51,10 @@ def run_gateway(
     extra: dict[str, Any] | None = None,
     env: dict[str, str] | None = None,
     storage: str | None = None,
+    users: dict[str, str] | None = None,
 ) -> Iterator[Gateway]:
+    """``extra["auth"]`` is merged into the default ``auth`` block (off, master key in the
+    state directory); ``users`` (name → password) are created with the real CLI first."""
     port = free_port()
     state = tmp / f"bastion-{port}"
     state.mkdir(parents=True, exist_ok=True)
@@ -58,13 +62,25 @@ def run_gateway(
         "public_url": f"http://127.0.0.1:{port}",
         "listen": f"127.0.0.1:{port}",
         "storage": storage or f"sqlite:///{state / 'bastion.db'}",
-        "auth": {"enabled": False},
+        "auth": {"enabled": False, "master_key_file": str(state / "master.key")},
         "upstreams": upstreams,
     }
-    config.update(extra or {})
+    extra = dict(extra or {})
+    config["auth"].update(extra.pop("auth", {}))
+    config.update(extra)
     config_path = state / "bastion.yaml"
     config_path.write_text(yaml.safe_dump(config))
     log_path = state / "bastion.log"
+    for name, password in (users or {}).items():
+        subprocess.run(
+            [*BASTION, "users", "add", name, "--password-stdin", "-c", str(config_path)],
+            input=password,
+            text=True,
+            check=True,
+            capture_output=True,
+            env=venv_env(env),
+            cwd=REPO_ROOT,
+        )
     with http_process(
         [*BASTION, "serve", "-c", str(config_path)],
         f"http://127.0.0.1:{port}/healthz",

@@ -32,7 +32,7 @@ def test_minimal_file_from_the_issue_works_as_written() -> None:
     assert [u.name for u in settings.upstreams] == ["time", "notes"]
     assert settings.upstreams[0].stdio is not None
     assert settings.upstreams[0].stdio.command == "mcp-server-time"
-    assert settings.auth.enabled is False
+    assert settings.auth.enabled is True  # authentication is on unless switched off
 
 
 def test_empty_file_gives_defaults() -> None:
@@ -60,7 +60,12 @@ def test_empty_file_gives_defaults() -> None:
         ("listen: nonsense", "listen: must be host:port"),
         ("storage: mysql://x", "storage: must start with"),
         ("public_url: http://x/prefix", "public_url: must not have a path"),
-        ("auth: {enabled: true}", "auth.enabled: true needs"),
+        ("auth: {required_scopes: [admin]}", "auth.required_scopes ['admin'] are not in auth.scopes"),
+        ("auth: {scopes: ['a b']}", "auth.scopes: 'a b' is not a valid scope"),
+        (
+            "upstreams: [{name: a, stdio: {command: x}, required_scopes: [nope]}]",
+            "upstream 'a': required_scopes ['nope'] are not in auth.scopes",
+        ),
         ("upstreams: [{name: a, http: {url: 'http://x', headers: {Host: y}}}]", "managed by Bastion"),
         ("edge: {max_body_bytes: 10}", "edge.max_body_bytes"),
         ("- just\n- a list", "top level must be a mapping"),

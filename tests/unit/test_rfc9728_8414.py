@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bastion.config import load_config_text
-from bastion.edge.challenge import bearer_challenge
+from bastion.core.challenge import bearer_challenge
 from bastion.oauth.rfc8414 import authorization_server_metadata
 from bastion.oauth.rfc9728 import metadata_document, resource_for_path, resources
 

@@ -1,0 +1,131 @@
+"""Builds Bastion's authorization server and the matching authn stage from the settings
+(part of the composition root: app.py calls :func:`build_authority` at startup).
+
+One protected resource per MCP endpoint; the aggregate ``/mcp`` requires every upstream's
+scopes until tool-level policy (issue #6) can tell which upstream a call is for.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from dataclasses import dataclass
+
+from starlette.routing import BaseRoute
+
+from bastion.authn.access import AccessTokenAuthenticator, EndpointAccess
+from bastion.authn.bearer import BearerVerifier
+from bastion.config.model import Settings
+from bastion.core.revocations import RevokedTokens
+from bastion.core.stages import AuditSink
+from bastion.idp.users import LocalUsers
+from bastion.net.fetch import FetchPolicy, SafeFetcher
+from bastion.oauth.cimd import CimdResolver
+from bastion.oauth.context import OAuthContext, ResourceScopes
+from bastion.oauth.endpoints import oauth_routes
+from bastion.oauth.keystore import KeyRingHolder, load_master_key
+from bastion.oauth.opaque import derive_key
+from bastion.oauth.registry import ClientRegistry
+from bastion.oauth.rfc9728 import resources
+from bastion.store import Store
+from bastion.web.browser import BrowserSessions
+from bastion.web.flow import AuthorizationFlow
+from bastion.web.login import LoginPages
+
+log = logging.getLogger("bastion")
+JWKS_MAX_BYTES = 64 * 1024
+SYNC_MARGIN_S = 60.0
+
+
+@dataclass(slots=True)
+class Authority:
+    ctx: OAuthContext
+    authenticator: AccessTokenAuthenticator
+    routes: list[BaseRoute]
+
+    async def sync(self) -> None:
+        """Pick up key rotations and revocations made by other replicas or the CLI."""
+        ctx = self.ctx
+        await ctx.keys.refresh()
+        now = time.time()
+        # re-read a margin: revoked_at comes from the revoking replica's clock, and rows may
+        # commit out of order (re-adding a jti is harmless)
+        since = max(0.0, ctx.revoked.synced_until - SYNC_MARGIN_S)
+        rows = await ctx.store.revoked_tokens.revoked_since(since, now)
+        for jti, expires_at, revoked_at in rows:
+            ctx.revoked.add(jti, expires_at)
+            ctx.revoked.synced_until = max(ctx.revoked.synced_until, revoked_at)
+        ctx.revoked.prune(now)
+
+    async def purge(self) -> None:
+        store, now = self.ctx.store, time.time()
+        await store.grants.purge_expired(now)
+        await store.clients.purge_expired(now)
+        await store.revoked_tokens.purge_expired(now)
+        await store.throttle.purge_before(now - 86400)
+
+
+def _fetch_policy(settings: Settings, max_bytes: int) -> FetchPolicy:
+    cimd = settings.auth.client_metadata_documents
+    context = None
+    if cimd.ca_file:
+        context = ssl.create_default_context()
+        context.load_verify_locations(cafile=cimd.ca_file)
+    return FetchPolicy.allowing(
+        cimd.allowed_hosts,
+        cimd.allowed_networks,
+        https_only=cimd.https_only,
+        max_bytes=max_bytes,
+        ssl_context=context,
+    )
+
+
+async def build_authority(settings: Settings, store: Store, audit: AuditSink) -> Authority:
+    auth = settings.auth
+    issuer = settings.public_url
+    master = load_master_key(settings)
+    keys = KeyRingHolder(store, master, alg=auth.signing_alg, max_token_lifetime_s=auth.access_token_ttl)
+    await keys.load()
+    cimd = None
+    if auth.client_metadata_documents.enabled:
+        cimd = CimdResolver(SafeFetcher(_fetch_policy(settings, 5 * 1024)))
+    registry = ClientRegistry(
+        store.clients, cimd=cimd, jwks_fetcher=SafeFetcher(_fetch_policy(settings, JWKS_MAX_BYTES))
+    )
+    await registry.sync_config(settings.clients)
+
+    per_upstream = {u.name: tuple(u.required_scopes) for u in settings.upstreams}
+    every = tuple(dict.fromkeys(s for scopes in per_upstream.values() for s in scopes))
+    known: dict[str, ResourceScopes] = {}
+    endpoints: dict[str | None, EndpointAccess] = {}
+    for resource in resources(settings):
+        extra = every if resource.endpoint is None else per_upstream[resource.endpoint]
+        required = tuple(dict.fromkeys([*auth.required_scopes, *extra]))
+        known[resource.resource] = ResourceScopes(resource, required)
+        endpoints[resource.endpoint] = EndpointAccess(resource.resource, resource.metadata_url, required)
+
+    ctx = OAuthContext(
+        issuer=issuer,
+        auth=auth,
+        keys=keys,
+        registry=registry,
+        store=store,
+        resources=known,
+        revoked=RevokedTokens(),
+        refresh_key=derive_key(master, "refresh-successor"),
+        audit=audit,
+    )
+    verifier = BearerVerifier(keys, issuer=issuer, clock=time.time)
+    authenticator = AccessTokenAuthenticator(verifier, endpoints, ctx.revoked)
+    sessions = BrowserSessions(
+        derive_key(master, "browser-session"),
+        secure=issuer.startswith("https://"),
+        ttl=auth.login.session_ttl,
+    )
+    csrf_key = derive_key(master, "csrf")
+    flow = AuthorizationFlow(ctx, sessions, csrf_key)
+    login = LoginPages(ctx, sessions, csrf_key, LocalUsers(store.users), auth.login)
+    authority = Authority(ctx, authenticator, [*oauth_routes(ctx), *flow.routes(), *login.routes()])
+    await authority.sync()
+    return authority

@@ -1,0 +1,163 @@
+"""Sign-in and sign-out pages.
+
+Brute force is limited across replicas (``ThrottleStore``): attempts are counted per username
+and per client address over ``auth.login.failure_window``, and a success clears the username's
+count (so the limit is on failures in a row); past either limit the page refuses without
+checking the password (a throttled attacker learns nothing, and argon2 is not spent on them).
+Every outcome is an audit event; the
+password never leaves this function.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from bastion.audit import events
+from bastion.config.auth import Login
+from bastion.idp.sources import PasswordSource
+from bastion.oauth.context import OAuthContext
+from bastion.oauth.opaque import MAX_PRESENTED_CHARS, digest
+from bastion.web.browser import BrowserSession, BrowserSessions
+from bastion.web.flow import _HEADERS, message, page, read_page_form
+from bastion.web.pages import (
+    LoginView,
+    LogoutView,
+    SignedOutView,
+    render_login,
+    render_logout,
+    render_signed_out,
+)
+from bastion.web.security import csrf_token, csrf_valid
+
+MAX_USERNAME_CHARS = 256
+MAX_PASSWORD_CHARS = 1024
+FAILED = "The username or password is not right."
+THROTTLED = "Too many failed sign-ins. Wait a few minutes and try again."
+
+
+class LoginPages:
+    def __init__(
+        self,
+        ctx: OAuthContext,
+        sessions: BrowserSessions,
+        csrf_key: bytes,
+        passwords: PasswordSource,
+        limits: Login,
+    ) -> None:
+        self._ctx = ctx
+        self._sessions = sessions
+        self._csrf_key = csrf_key
+        self._passwords = passwords
+        self._limits = limits
+
+    def _view(
+        self, session: BrowserSession, handle: str, username: str = "", error: str | None = None
+    ) -> LoginView:
+        return LoginView(
+            action="/login",
+            csrf=csrf_token(self._csrf_key, session.browser_id, "login"),
+            request=handle[:MAX_PRESENTED_CHARS],
+            username=username[:MAX_USERNAME_CHARS],
+            error=error,
+        )
+
+    def _respond(self, response: Response, session: BrowserSession) -> Response:
+        if session.fresh:
+            self._sessions.write(response, session)
+        return response
+
+    async def show(self, request: Request) -> Response:
+        session = self._sessions.read(request)
+        handle = request.query_params.get("request", "")
+        return self._respond(page(render_login(self._view(session, handle))), session)
+
+    async def submit(self, request: Request) -> Response:
+        ctx = self._ctx
+        session = self._sessions.read(request)
+        form = await read_page_form(request)
+        handle = form.get("request", "")
+        if not csrf_valid(self._csrf_key, session.browser_id, "login", form.get("csrf")):
+            return self._respond(
+                message(
+                    "Request refused",
+                    "The sign-in form expired or did not come from this page. Try again.",
+                    403,
+                ),
+                session,
+            )
+        username = form.get("username", "").strip()[:MAX_USERNAME_CHARS]
+        password = form.get("password", "")
+        if not username or not password or len(password) > MAX_PASSWORD_CHARS:
+            return self._respond(
+                page(render_login(self._view(session, handle, username, FAILED)), 400), session
+            )
+        now = time.time()
+        address = request.client.host if request.client else "unknown"
+        user_key = "login:user:" + digest(username.casefold())
+        address_key = "login:address:" + digest(address)
+        window = self._limits.failure_window
+        # every attempt counts until a success clears the username's count: a burst of parallel
+        # guesses gets distinct counts from hit(), so the limit holds exactly
+        attempts_user = await ctx.store.throttle.hit(user_key, now, window)
+        attempts_address = await ctx.store.throttle.hit(address_key, now, window)
+        if (
+            attempts_user > self._limits.max_failures_per_user
+            or attempts_address > self._limits.max_failures_per_address
+        ):
+            ctx.event(events.LOGIN_THROTTLED, status=429, detail=f"address {address}")
+            return self._respond(
+                page(render_login(self._view(session, handle, username, THROTTLED)), 429), session
+            )
+        user = await self._passwords.verify(username, password)
+        if user is None:
+            ctx.event(events.LOGIN_FAILED, status=401, detail=f"address {address}")
+            return self._respond(
+                page(render_login(self._view(session, handle, username, FAILED)), 401), session
+            )
+        await ctx.store.throttle.reset(user_key)
+        ctx.event(events.LOGIN_SUCCEEDED, subject=user.user_id, detail=f"source {self._passwords.name}")
+        signed_in = BrowserSession(browser_id=session.browser_id, user_id=user.user_id, auth_time=now)
+        target = f"/authorize/continue?request={quote(handle, safe='')}" if handle else "/login/done"
+        response = RedirectResponse(target, 303, headers=_HEADERS)
+        self._sessions.write(response, signed_in)
+        return response
+
+    async def done(self, request: Request) -> Response:
+        return message("Signed in", "You are signed in to Bastion. You can close this window.", 200)
+
+    async def logout_page(self, request: Request) -> Response:
+        session = self._sessions.read(request)
+        user = await self._ctx.store.users.get(session.user_id) if session.user_id else None
+        if user is None:
+            return self._respond(page(render_signed_out(SignedOutView())), session)
+        view = LogoutView(
+            action="/logout",
+            csrf=csrf_token(self._csrf_key, session.browser_id, "logout"),
+            user=user.display_name or user.username,
+        )
+        return page(render_logout(view))
+
+    async def logout(self, request: Request) -> Response:
+        session = self._sessions.read(request)
+        form = await read_page_form(request)
+        if not csrf_valid(self._csrf_key, session.browser_id, "logout", form.get("csrf")):
+            return message("Request refused", "The sign-out form expired. Try again.", 403)
+        if session.user_id:
+            self._ctx.event(events.LOGOUT, subject=session.user_id)
+        response = page(render_signed_out(SignedOutView()))
+        self._sessions.clear(response)
+        return response
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/login", self.show, methods=["GET"]),
+            Route("/login", self.submit, methods=["POST"]),
+            Route("/login/done", self.done, methods=["GET"]),
+            Route("/logout", self.logout_page, methods=["GET"]),
+            Route("/logout", self.logout, methods=["POST"]),
+        ]
