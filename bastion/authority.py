@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from starlette.routing import BaseRoute
 
+from bastion.audit import events
 from bastion.authn.access import AccessTokenAuthenticator, EndpointAccess
 from bastion.authn.bearer import BearerVerifier
 from bastion.config.model import Settings
@@ -47,7 +48,10 @@ class Authority:
     async def sync(self) -> None:
         """Pick up key rotations and revocations made by other replicas or the CLI."""
         ctx = self.ctx
+        before = ctx.keys.ring.active.kid
         await ctx.keys.refresh()
+        if ctx.keys.ring.active.kid != before:
+            ctx.event(events.KEY_ROTATED, detail=f"now signing with {ctx.keys.ring.active.kid}")
         now = time.time()
         # re-read a margin: revoked_at comes from the revoking replica's clock, and rows may
         # commit out of order (re-adding a jti is harmless)

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from bastion._version import __version__
-from bastion.cli import audit, clients, config, db, grants, serve, users
+from bastion.cli import audit, clients, config, db, grants, keys, serve, users
 
 app = typer.Typer(
     name="bastion",
@@ -21,6 +21,7 @@ app.add_typer(config.app, name="config")
 app.add_typer(users.app, name="users")
 app.add_typer(grants.app, name="grants")
 app.add_typer(clients.app, name="clients")
+app.add_typer(keys.app, name="keys")
 app.command()(serve.serve)
 app.command()(serve.demo)
 
