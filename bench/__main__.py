@@ -37,14 +37,18 @@ BASTION = Path(sys.executable).with_name("bastion")
 TARGETS = {
     "direct": Target("direct", "direct (upstream alone)"),
     "floor": Target("floor", "floor: minimal ASGI forwarder + pyjwt, aiohttp"),
-    "bastion": Target("bastion", "Bastion (auth disabled, SQLite)"),
+    "bastion": Target("bastion", "Bastion (auth on: its own ES256 access token, SQLite)"),
     "fastmcp": Target("fastmcp", "FastMCP 4.1.6 `create_proxy(url)` + `JWTVerifier`"),
     "fastmcp-reuse": Target("fastmcp-reuse", "FastMCP proxy, one reused upstream session"),
 }
 BASTION_CONFIG = """public_url: http://127.0.0.1:{port}
 listen: 127.0.0.1:{port}
 storage: sqlite:///{tmp}/bastion.db
-auth: {{enabled: false}}
+auth: {{master_key_file: {tmp}/master.key}}
+clients:
+  - client_id: bench
+    secret_sha256: {secret_sha256}
+    grant_types: [client_credentials]
 upstreams:
   - name: echo
     http: {{url: {upstream}}}
@@ -112,6 +116,21 @@ def token_for(audience: str, secret: str) -> str:
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+def bastion_token(base: str, resource: str, secret: str) -> str:
+    """A client_credentials token for ``resource`` from Bastion's token endpoint."""
+    import httpx2
+
+    response = httpx2.post(
+        f"{base}/token",
+        data={"grant_type": "client_credentials", "resource": resource},
+        auth=("bench", secret),
+        timeout=30,
+    )
+    if response.status_code != 200:
+        raise Unavailable(f"Bastion refused the bench token request: {response.text[:200]}")
+    return str(response.json()["access_token"])
+
+
 def ensure_fastmcp_venv() -> Path:
     """Create bench/.venv-fastmcp from the lock file when missing or stale; return its python."""
     python = FASTMCP_VENV / "bin" / "python"
@@ -161,7 +180,10 @@ def gateway(
     elif key == "bastion":
         bastion_available()
         config = tmp / "bastion.yaml"
-        config.write_text(BASTION_CONFIG.format(port=port, tmp=tmp, upstream=upstream_url))
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        config.write_text(
+            BASTION_CONFIG.format(port=port, tmp=tmp, upstream=upstream_url, secret_sha256=digest)
+        )
         argv, url = [str(BASTION), "serve", "-c", str(config)], f"{url}/echo"
     else:
         mode = "reuse" if key == "fastmcp-reuse" else "fresh"
@@ -173,7 +195,11 @@ def gateway(
             service.wait_http(f"http://127.0.0.1:{port}/", timeout=60)
         except RuntimeError as exc:
             raise Unavailable(str(exc).splitlines()[0] + f" (log: {service.log_path})") from exc
-        yield url, (None if key == "bastion" else token_for(url, secret)), service
+        if key == "bastion":  # a real Bastion token, from its own token endpoint
+            token = bastion_token(f"http://127.0.0.1:{port}", url, secret)
+        else:
+            token = token_for(url, secret)
+        yield url, token, service
     finally:
         service.stop()
 

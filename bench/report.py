@@ -28,7 +28,9 @@ HTTP/1.1 from closed-loop workers at concurrency 1, 16 and 64, in both protocol 
   server, one `echo` tool, stateless, JSON responses, uvicorn + uvloop + httptools);
 - **floor**: `bench/floor.py`, a minimal hand-written pure-ASGI forwarder with one pyjwt HS256
   check per request and one pooled aiohttp session: the Python floor;
-- **Bastion**: `bastion serve` with one HTTP upstream, auth disabled, SQLite storage;
+- **Bastion**: `bastion serve` with one HTTP upstream, authentication on (every call carries a
+  Bastion ES256 access token from its own token endpoint, verified with audience, expiry and
+  revocation checks), audit on, SQLite storage;
 - **FastMCP**: FastMCP 4.1.6 `create_proxy(url)` + its `JWTVerifier` (HS256), what a Python user
   would pick instead; and **FastMCP, reused session**: the same proxy built on one connected
   upstream `Client` (FastMCP's fastest mode).
