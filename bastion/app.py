@@ -69,9 +69,7 @@ class BastionApp:
     async def startup(self) -> None:
         settings = self.settings
         if not settings.auth.enabled:
-            level = logging.WARNING if settings.listens_on_loopback() else logging.ERROR
-            log.log(
-                level,
+            log.warning(
                 "AUTHENTICATION IS DISABLED (auth.enabled: false): anyone who can reach %s can use every "
                 "upstream. Use this only for development on loopback.",
                 settings.listen,

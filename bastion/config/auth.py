@@ -81,8 +81,8 @@ class Auth(ConfigModel):
     enabled: bool = Field(
         True,
         description=(
-            "Require Bastion-issued OAuth access tokens on every MCP endpoint. false is for loopback "
-            "development only and logs a loud warning."
+            "Require Bastion-issued OAuth access tokens on every MCP endpoint. false is allowed only "
+            "when listen is a loopback address (development) and logs a loud warning."
         ),
     )
     scopes: list[str] = Field(

@@ -268,6 +268,11 @@ class Settings(ConfigModel):
         unknown = sorted(set(self.auth.required_scopes) - set(self.auth.scopes))
         if unknown:
             raise ValueError(f"auth.required_scopes {unknown} are not in auth.scopes")
+        if not self.auth.enabled and not self.listens_on_loopback():
+            raise ValueError(
+                "auth.enabled: false is for development on loopback only: listen on 127.0.0.1 or [::1], "
+                "or turn authentication on"
+            )
         return self
 
     @property

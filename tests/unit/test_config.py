@@ -60,6 +60,10 @@ def test_empty_file_gives_defaults() -> None:
         ("listen: nonsense", "listen: must be host:port"),
         ("storage: mysql://x", "storage: must start with"),
         ("public_url: http://x/prefix", "public_url: must not have a path"),
+        (
+            "listen: 0.0.0.0:8080\nauth: {enabled: false}",
+            "auth.enabled: false is for development on loopback",
+        ),
         ("auth: {required_scopes: [admin]}", "auth.required_scopes ['admin'] are not in auth.scopes"),
         ("auth: {scopes: ['a b']}", "auth.scopes: 'a b' is not a valid scope"),
         (
