@@ -74,12 +74,19 @@ def revoke(
     client_id: Annotated[str, typer.Argument(help="The client the consent was given to.")],
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
-    """Withdraw a consent: the client has to ask the user again at its next authorization."""
+    """Withdraw a consent: the client has to ask the user again at its next authorization.
+    The user's refresh tokens for the client are revoked too (also without a consent: a
+    trusted client never asked for one)."""
 
-    async def withdraw(store: Store) -> None:
+    async def withdraw(store: Store) -> tuple[bool, int]:
         user_id, _ = await _resolve(store, username)
-        if not await store.consents.revoke(user_id, client_id):
+        consented = await store.consents.revoke(user_id, client_id)
+        families = await store.refresh_tokens.revoke_for(user_id, client_id)
+        if not consented and not families:
             raise CommandError(f"{printable(username)} has no consent for client '{printable(client_id)}'")
+        return consented, families
 
-    run_on_store(config, withdraw)
-    out.print(f"consent of {printable(username)} for {printable(client_id)} revoked", markup=False)
+    consented, families = run_on_store(config, withdraw)
+    who = f"{printable(username)} for {printable(client_id)}"
+    out.print(f"consent of {who} revoked" if consented else f"no consent of {who}", markup=False)
+    out.print(f"refresh-token families revoked: {families}", markup=False)

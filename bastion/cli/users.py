@@ -15,7 +15,7 @@ from rich.table import Table
 from bastion.cli.common import DEFAULT_CONFIG, ConfigOption, console, load_settings
 from bastion.core.records import UserRecord
 from bastion.idp.users import LocalUsers, UserError
-from bastion.store import open_store
+from bastion.store import Store, open_store
 
 app = typer.Typer(help="Manage Bastion's built-in users.", no_args_is_help=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -30,12 +30,16 @@ PasswordStdin = Annotated[
 
 
 def _run(config: Path, action: Callable[[LocalUsers], Awaitable[T]]) -> T:
+    return _run_on_store(config, lambda store: action(LocalUsers(store.users)))
+
+
+def _run_on_store(config: Path, action: Callable[[Store], Awaitable[T]]) -> T:
     settings = load_settings(config)
 
     async def main() -> T:
         store = await open_store(settings.storage)
         try:
-            return await action(LocalUsers(store.users))
+            return await action(store)
         finally:
             await store.close()
 
@@ -44,6 +48,22 @@ def _run(config: Path, action: Callable[[LocalUsers], Awaitable[T]]) -> T:
     except UserError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from None
+
+
+def _lock_out(username: str, *, delete: bool) -> Callable[[Store], Awaitable[int]]:
+    """Disable (or delete) the user, then revoke all their refresh-token families; returns
+    how many. In this order: the token endpoint refuses a disabled user new families."""
+
+    async def action(store: Store) -> int:
+        users = LocalUsers(store.users)
+        user = await users.find(username)
+        if delete:
+            await users.remove(username)  # UserError for an unknown user
+        else:
+            await users.set_disabled(username, True)
+        return await store.refresh_tokens.revoke_for(user.user_id) if user is not None else 0
+
+    return action
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -101,9 +121,10 @@ def passwd(
 
 @app.command("disable")
 def disable(username: Annotated[str, typer.Argument()], config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Stop a user from signing in (existing tokens end at their expiry)."""
-    _run(config, lambda users: users.set_disabled(username, True))
+    """Stop a user from signing in and revoke their refresh tokens (access tokens end at their expiry)."""
+    families = _run_on_store(config, _lock_out(username, delete=False))
     out.print(f"{username} disabled", markup=False)
+    out.print(f"refresh-token families revoked: {families}", markup=False)
 
 
 @app.command("enable")
@@ -115,6 +136,7 @@ def enable(username: Annotated[str, typer.Argument()], config: ConfigOption = DE
 
 @app.command("delete")
 def delete(username: Annotated[str, typer.Argument()], config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Remove a user."""
-    _run(config, lambda users: users.remove(username))
+    """Remove a user and revoke their refresh tokens."""
+    families = _run_on_store(config, _lock_out(username, delete=True))
     out.print(f"{username} deleted", markup=False)
+    out.print(f"refresh-token families revoked: {families}", markup=False)

@@ -94,6 +94,7 @@ class TokenEndpoint:
         same_resource(resource, form.get("resource", ()))
         user = await self._active_user(str(payload["user_id"]))
         scopes = tuple(str(s) for s in payload["scopes"])
+        await self._consent_still_given(client, user.user_id, scopes, resource)
         response, issued = self._access_token(
             client, user.user_id, resource, scopes, user=user, auth_time=payload.get("auth_time")
         )
@@ -204,7 +205,9 @@ class TokenEndpoint:
             "auth_time": auth_time,
         }
         expires = time.time() + self._ctx.auth.refresh_token_ttl
-        await self._ctx.store.refresh_tokens.issue(family, digest(token), payload, expires)
+        await self._ctx.store.refresh_tokens.issue(
+            family, digest(token), payload, expires, user_id=user_id, client_id=client.client_id
+        )
         return token
 
     # -- client_credentials ------------------------------------------------------------------
@@ -231,6 +234,17 @@ class TokenEndpoint:
         return response
 
     # -- shared ------------------------------------------------------------------------------
+
+    async def _consent_still_given(
+        self, client: KnownClient, user_id: str, scopes: tuple[str, ...], resource: str
+    ) -> None:
+        """A consent withdrawn between the code and its redemption (``bastion grants revoke``)
+        stops the redemption too; trusted pre-registered clients need no consent."""
+        if client.record.trusted and client.source == "config":
+            return
+        consent = await self._ctx.store.consents.get(user_id, client.client_id)
+        if consent is None or not (set(scopes) <= consent.scopes and resource in consent.resources):
+            raise InvalidGrant("the user's consent for this client was withdrawn")
 
     async def _active_user(self, user_id: str) -> UserRecord:
         user = await self._ctx.store.users.get(user_id)

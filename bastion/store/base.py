@@ -111,9 +111,20 @@ class RefreshStore(Protocol):
     """Refresh-token families keyed by token hash, rotated on every use (OAuth 2.1 §4.3.1)
     with reuse detection (RFC 9700 §4.14.2): replaying a rotated token revokes the family."""
 
-    async def issue(self, family_id: str, token_hash: str, payload: JsonObject, expires_at: float) -> None:
+    async def issue(
+        self,
+        family_id: str,
+        token_hash: str,
+        payload: JsonObject,
+        expires_at: float,
+        *,
+        user_id: str | None = None,
+        client_id: str | None = None,
+    ) -> None:
         """Store a token, starting the family if it is new. Raises ``Conflict`` if the
-        hash is already stored."""
+        hash is already stored. ``user_id`` and ``client_id`` name the family's owner
+        (for ``revoke_for``); they are recorded when the family is created and ignored
+        for a family that already exists."""
         ...
 
     async def rotate(
@@ -137,6 +148,12 @@ class RefreshStore(Protocol):
 
     async def revoke_family(self, family_id: str) -> bool:
         """False if there is no such family."""
+        ...
+
+    async def revoke_for(self, user_id: str, client_id: str | None = None) -> int:
+        """Revoke every family of ``user_id`` (only those issued to ``client_id``, if
+        given) that is not revoked yet; returns how many. Families issued without an
+        owner (before revision 0005) are never matched."""
         ...
 
     async def get(self, token_hash: str) -> RefreshTokenRecord | None: ...

@@ -114,16 +114,27 @@ class MemoryRefreshStore:
     def __init__(self) -> None:
         self._tokens: dict[str, RefreshTokenRecord] = {}
         self._revoked: dict[str, bool] = {}  # family_id -> revoked
+        self._owners: dict[str, tuple[str | None, str | None]] = {}  # family_id -> (user_id, client_id)
 
     def _out(self, token: RefreshTokenRecord) -> RefreshTokenRecord:
         return dataclasses.replace(
             token, payload=copy.deepcopy(token.payload), revoked=self._revoked[token.family_id]
         )
 
-    async def issue(self, family_id: str, token_hash: str, payload: JsonObject, expires_at: float) -> None:
+    async def issue(
+        self,
+        family_id: str,
+        token_hash: str,
+        payload: JsonObject,
+        expires_at: float,
+        *,
+        user_id: str | None = None,
+        client_id: str | None = None,
+    ) -> None:
         if token_hash in self._tokens:
             raise Conflict("refresh token hash already stored")
         self._revoked.setdefault(family_id, False)
+        self._owners.setdefault(family_id, (user_id, client_id))
         self._tokens[token_hash] = RefreshTokenRecord(
             token_hash=token_hash,
             family_id=family_id,
@@ -169,6 +180,16 @@ class MemoryRefreshStore:
             return False
         self._revoked[family_id] = True
         return True
+
+    async def revoke_for(self, user_id: str, client_id: str | None = None) -> int:
+        families = [
+            family
+            for family, (owner, client) in self._owners.items()
+            if owner == user_id and (client_id is None or client == client_id) and not self._revoked[family]
+        ]
+        for family in families:
+            self._revoked[family] = True
+        return len(families)
 
     async def get(self, token_hash: str) -> RefreshTokenRecord | None:
         token = self._tokens.get(token_hash)

@@ -10,7 +10,8 @@ Atomicity across replicas sharing one database:
 * ``RefreshStore.rotate`` runs in one transaction that locks the family row, then the
   token row (``SELECT … FOR UPDATE`` on Postgres, ``BEGIN IMMEDIATE`` on SQLite, which
   holds the database write lock from the first statement). Revocation takes the same
-  family lock, so a revoke and a rotation of the same family are strictly ordered.
+  family lock, so a revoke and a rotation of the same family are strictly ordered
+  (``revoke_for`` locks a user's families in family_id order before flagging them).
 """
 
 from __future__ import annotations
@@ -132,8 +133,19 @@ class SqlRefreshStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def issue(self, family_id: str, token_hash: str, payload: JsonObject, expires_at: float) -> None:
-        family = dialect_insert(self._engine)(refresh_families).values(family_id=family_id, revoked=False)
+    async def issue(
+        self,
+        family_id: str,
+        token_hash: str,
+        payload: JsonObject,
+        expires_at: float,
+        *,
+        user_id: str | None = None,
+        client_id: str | None = None,
+    ) -> None:
+        family = dialect_insert(self._engine)(refresh_families).values(
+            family_id=family_id, revoked=False, user_id=user_id, client_id=client_id
+        )
         family = family.on_conflict_do_nothing(index_elements=[refresh_families.c.family_id])
         token = sa.insert(refresh_tokens).values(
             token_hash=token_hash, family_id=family_id, payload=dumps(payload), expires_at=float(expires_at)
@@ -232,6 +244,23 @@ class SqlRefreshStore:
         async with write_transaction(self._engine) as conn:
             result = await conn.execute(stmt)
         return bool(result.rowcount)
+
+    async def revoke_for(self, user_id: str, client_id: str | None = None) -> int:
+        owned = [refresh_families.c.user_id == user_id, sa.not_(refresh_families.c.revoked)]
+        if client_id is not None:
+            owned.append(refresh_families.c.client_id == client_id)
+        async with write_transaction(self._engine) as conn:
+            # Take the family locks in family_id order first (Postgres; SQLite already holds
+            # the write lock), so two overlapping revocations cannot deadlock each other.
+            # A rotation holds at most one family lock, so it cannot deadlock with this.
+            await conn.execute(
+                sa.select(refresh_families.c.family_id)
+                .where(*owned)
+                .order_by(refresh_families.c.family_id)
+                .with_for_update()
+            )
+            result = await conn.execute(sa.update(refresh_families).where(*owned).values(revoked=True))
+        return int(result.rowcount)
 
     async def get(self, token_hash: str) -> RefreshTokenRecord | None:
         query = (

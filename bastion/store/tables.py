@@ -108,6 +108,9 @@ refresh_families = sa.Table(
     metadata,
     sa.Column("family_id", sa.Text, primary_key=True),
     sa.Column("revoked", sa.Boolean, nullable=False),
+    # revision 0005: the owner, for revoke_for (NULL for families issued before it)
+    sa.Column("user_id", sa.Text),
+    sa.Column("client_id", sa.Text),
 )
 
 refresh_tokens = sa.Table(

@@ -1,7 +1,9 @@
 """The authorization-server stores, one contract for memory, SQLite and a real PostgreSQL:
 signing key blob, users, single-use grants (RFC 6749 §4.1.2, and peeking at them),
-refresh-token rotation (OAuth 2.1 §4.3.1) with reuse detection (RFC 9700 §4.14.2),
-consents; replicas racing on one database; and the 0001 → 0002 migration keeping the audit log.
+refresh-token rotation (OAuth 2.1 §4.3.1) with reuse detection (RFC 9700 §4.14.2), revoking
+one user's families (a consent withdrawn, a user disabled), consents; replicas racing on one
+database; the 0001 → 0002 migration keeping the audit log, and 0004 → 0005 leaving the
+families issued before it without an owner.
 """
 
 from __future__ import annotations
@@ -265,6 +267,74 @@ async def test_rotating_into_a_taken_hash_conflicts_and_changes_nothing(store: S
     assert (old.used_at, old.successor_hash) == (None, None)
 
 
+# -- revoking one user's families -------------------------------------------------------------
+
+
+async def _issue_owned(store: Store, family: str, user_id: str | None, client_id: str | None) -> None:
+    payload = {"user_id": user_id, "client_id": client_id}
+    await store.refresh_tokens.issue(
+        family, f"{family}-r1", payload, 1000.0, user_id=user_id, client_id=client_id
+    )
+
+
+async def _rotatable(store: Store, family: str, now: float = 100.0) -> bool:
+    """Whether the family's first token ``<family>-r1`` (never rotated yet) still rotates."""
+    result = await store.refresh_tokens.rotate(f"{family}-r1", f"{family}-probe", now, grace_s=0.0)
+    return result.outcome is RotateOutcome.ROTATED
+
+
+async def test_revoke_for_one_client_leaves_other_users_and_clients_alone(store: Store) -> None:
+    await _issue_owned(store, "f1", "u1", "c1")
+    await _issue_owned(store, "f2", "u1", "c1")
+    await _issue_owned(store, "f3", "u1", "c2")
+    await _issue_owned(store, "f4", "u2", "c1")
+    await _issue_owned(store, "f5", None, None)  # issued before revision 0005: no owner
+    assert await store.refresh_tokens.revoke_for("u1", "c1") == 2
+    for family, revoked in [("f1", True), ("f2", True), ("f3", False), ("f4", False), ("f5", False)]:
+        token = await store.refresh_tokens.get(f"{family}-r1")
+        assert token is not None
+        assert token.revoked is revoked, family
+    assert (await store.refresh_tokens.rotate("f1-r1", "x", 100.0, 10.0)).outcome is RotateOutcome.INVALID
+    assert await store.refresh_tokens.revoke_for("u1", "c1") == 0  # already revoked: not counted
+    assert await store.refresh_tokens.revoke_for("u1", "c9") == 0
+    assert await store.refresh_tokens.revoke_for("nobody") == 0
+    assert [await _rotatable(store, f) for f in ("f3", "f4", "f5")] == [True, True, True]
+
+
+async def test_revoke_for_a_user_revokes_every_client_and_every_token_of_the_family(store: Store) -> None:
+    await _issue_owned(store, "f1", "u1", "c1")
+    await _issue_owned(store, "f2", "u1", "c2")
+    await _issue_owned(store, "f3", "u2", "c1")
+    first = await store.refresh_tokens.rotate("f1-r1", "f1-r2", now=100.0, grace_s=30.0)
+    assert first.outcome is RotateOutcome.ROTATED
+    assert await store.refresh_tokens.revoke_family("f2") is True  # revoked already: not counted
+    assert await store.refresh_tokens.revoke_for("u1") == 1
+    # the current token, and a retry of the rotated one within grace, are both refused
+    current = await store.refresh_tokens.rotate("f1-r2", "f1-r3", now=101.0, grace_s=30.0)
+    assert (current.outcome, current.family_id) == (RotateOutcome.INVALID, "f1")
+    retry = await store.refresh_tokens.rotate("f1-r1", "f1-r4", now=101.0, grace_s=30.0)
+    assert (retry.outcome, retry.successor) == (RotateOutcome.INVALID, None)
+    successor = await store.refresh_tokens.get("f1-r2")
+    assert successor is not None
+    assert successor.revoked
+    assert successor.payload == {"user_id": "u1", "client_id": "c1"}  # the payload is unchanged
+    assert await _rotatable(store, "f3")
+    assert await store.refresh_tokens.revoke_for("u1") == 0
+
+
+async def test_the_owner_is_recorded_when_the_family_starts(store: Store) -> None:
+    await _issue_owned(store, "f1", "u1", "c1")
+    # a later token of the same family does not move it to another owner
+    await store.refresh_tokens.issue("f1", "f1-other", {}, 1000.0, user_id="u2", client_id="c2")
+    await store.refresh_tokens.issue("f2", "f2-r1", {"user_id": "u1"}, 1000.0)  # no owner given
+    assert await store.refresh_tokens.revoke_for("u2") == 0
+    assert await store.refresh_tokens.revoke_for("u1", "c1") == 1
+    other = await store.refresh_tokens.get("f1-other")
+    assert other is not None
+    assert other.revoked  # the family, every token of it
+    assert await _rotatable(store, "f2")  # never matched by its payload
+
+
 # -- consents ---------------------------------------------------------------------------------
 
 
@@ -358,6 +428,34 @@ async def test_concurrent_replays_after_grace_revoke_and_never_rotate(store_url:
             await replica.close()
 
 
+async def test_concurrent_revocations_and_rotations_leave_no_family_usable(store_url: str) -> None:
+    replicas = await _two_replicas(store_url)
+    try:
+        families = [f"f{i}" for i in range(6)]
+        for i, family in enumerate(families):
+            await _issue_owned(replicas[0], family, "u1", f"c{i % 2}")
+        await _issue_owned(replicas[0], "bob", "u2", "c0")
+        rotations = [
+            replicas[i % 2].refresh_tokens.rotate(f"{f}-r1", f"{f}-r2", 100.0, grace_s=30.0)
+            for i, f in enumerate(families)
+        ]
+        # overlapping revocations from both replicas: each family is counted exactly once
+        revocations = [
+            replicas[0].refresh_tokens.revoke_for("u1"),
+            replicas[1].refresh_tokens.revoke_for("u1", "c0"),
+        ]
+        results = await asyncio.gather(*revocations, *rotations)
+        assert results[0] + results[1] == len(families)
+        for family in families:
+            for token in (f"{family}-r1", f"{family}-r2"):
+                after = await replicas[1].refresh_tokens.rotate(token, f"{token}-z", 101.0, grace_s=30.0)
+                assert after.outcome is RotateOutcome.INVALID, token
+        assert await _rotatable(replicas[1], "bob")
+    finally:
+        for replica in {id(r): r for r in replicas}.values():
+            await replica.close()
+
+
 # -- migration --------------------------------------------------------------------------------
 
 
@@ -395,5 +493,42 @@ async def test_a_0001_database_upgrades_with_its_audit_log_intact(store_url: str
         assert more[0].prev_hash == before[-1].hash
         await store.users.add(user())
         assert await store.users.get("u1") == user()
+    finally:
+        await store.close()
+
+
+async def test_a_0004_database_upgrades_and_its_families_keep_no_owner(store_url: str) -> None:
+    _sql_only(store_url)
+    engine = create_engine(store_url)
+    async with write_transaction(engine) as conn:
+        await conn.run_sync(_upgrade_to("0004"))  # type: ignore[arg-type]
+        # the 0004 schema has no owner columns: rows as the 0004 store wrote them
+        await conn.execute(sa.text("INSERT INTO refresh_families (family_id, revoked) VALUES ('old', false)"))
+        await conn.execute(
+            sa.text(
+                "INSERT INTO refresh_tokens (token_hash, family_id, payload, expires_at) "
+                """VALUES ('old-r1', 'old', '{"user_id": "u1", "client_id": "c1"}', 1000.0)"""
+            )
+        )
+    assert await current_revision(engine) == "0004"
+    await engine.dispose()
+
+    store = await open_store(store_url)
+    try:
+        assert isinstance(store, SqlStore)
+        assert await current_revision(store.engine) == head_revision()
+        async with store.engine.connect() as conn:
+            owners = (await conn.execute(sa.text("SELECT user_id, client_id FROM refresh_families"))).all()
+            indexes = await conn.run_sync(
+                lambda c: [ix["column_names"] for ix in sa.inspect(c).get_indexes("refresh_families")]
+            )
+        assert [tuple(row) for row in owners] == [(None, None)]
+        assert ["user_id", "client_id"] in indexes
+        await _issue_owned(store, "new", "u1", "c1")
+        assert await store.refresh_tokens.revoke_for("u1") == 1  # only the new family
+        old = await store.refresh_tokens.get("old-r1")
+        assert old is not None
+        assert (old.revoked, old.payload) == (False, {"user_id": "u1", "client_id": "c1"})
+        assert await _rotatable(store, "old")
     finally:
         await store.close()

@@ -200,7 +200,7 @@ async def test_a_0003_database_upgrades_and_keeps_its_clients(store_url: str) ->
     store = await open_store(store_url)
     try:
         assert isinstance(store, SqlStore)
-        assert await current_revision(store.engine) == head_revision() == "0004"
+        assert await current_revision(store.engine) == head_revision()
         assert await store.clients.get("c1") == registered
         async with store.engine.connect() as conn:
             indexes = await conn.run_sync(_indexes)

@@ -1,5 +1,6 @@
 """`bastion grants` and `bastion clients` over a real SQLite store: consents shown by username
-and withdrawn, client registrations listed by source and deleted, stored text printed inert."""
+and withdrawn (with the user's refresh tokens for that client), client registrations listed by
+source and deleted, stored text printed inert."""
 
 from __future__ import annotations
 
@@ -47,6 +48,17 @@ async def _seed(url: str) -> None:
             await store.consents.grant(
                 ConsentRecord(user_id, client_id, frozenset(scopes), frozenset({RESOURCE}), 1_700_000_000.0)
             )
+        for family, user_id, client_id in [
+            ("fa1", alice.user_id, "c-config"),
+            ("fa2", alice.user_id, "c-config"),  # a second device
+            ("fa3", alice.user_id, "d-dcr"),
+            ("fb1", bob.user_id, "c-config"),
+            ("fx1", "oidc|ext-42", "d-dcr"),
+            ("ft1", alice.user_id, "t-trusted"),  # a trusted client: tokens without a consent
+        ]:
+            await store.refresh_tokens.issue(
+                family, f"{family}-hash", {}, 2_000_000_000.0, user_id=user_id, client_id=client_id
+            )
         await store.clients.put(
             client("c-config", "config", token_endpoint_auth_method="client_secret_basic")
         )
@@ -63,6 +75,24 @@ def config(tmp_path: Path) -> Path:
     path = tmp_path / "bastion.yaml"
     path.write_text(f"storage: {url}\n")
     return path
+
+
+def revoked(config: Path) -> set[str]:
+    """The refresh-token families revoked so far."""
+    url = config.read_text().removeprefix("storage: ").strip()
+
+    async def families() -> set[str]:
+        store = await open_store(url)
+        try:
+            tokens = [
+                await store.refresh_tokens.get(f"{f}-hash")
+                for f in ("fa1", "fa2", "fa3", "fb1", "fx1", "ft1")
+            ]
+            return {t.family_id for t in tokens if t is not None and t.revoked}
+        finally:
+            await store.close()
+
+    return asyncio.run(families())
 
 
 def cli(config: Path, *args: str) -> tuple[int, str]:
@@ -99,18 +129,34 @@ def test_grants_list_for_one_user(config: Path) -> None:
 def test_grants_revoke(config: Path) -> None:
     code, output = cli(config, "grants", "revoke", "Alice", "c-config")
     assert code == 0, output
-    assert "revoked" in output
+    assert "consent of Alice for c-config revoked" in output
+    assert "refresh-token families revoked: 2" in output
+    assert revoked(config) == {"fa1", "fa2"}  # not alice's other client, not bob's
     code, output = cli(config, "grants", "revoke", "alice", "c-config")
     assert code == 1
     assert "alice has no consent for client 'c-config'" in output
     code, output = cli(config, "grants", "list", "--user", "alice")
     assert "c-config" not in output
     assert "d-dcr" in output
-    assert cli(config, "grants", "revoke", "oidc|ext-42", "d-dcr")[0] == 0
+    code, output = cli(config, "grants", "revoke", "oidc|ext-42", "d-dcr")
+    assert code == 0, output
+    assert "refresh-token families revoked: 1" in output
     assert cli(config, "grants", "revoke", "nobody", "d-dcr")[0] == 1
     code, output = cli(config, "grants", "list")
     assert "bob" in output
     assert "oidc|ext-42" not in output
+    assert revoked(config) == {"fa1", "fa2", "fx1"}
+
+
+def test_grants_revoke_without_a_consent_still_revokes_refresh_tokens(config: Path) -> None:
+    code, output = cli(config, "grants", "revoke", "alice", "t-trusted")
+    assert code == 0, output
+    assert "no consent of alice for t-trusted" in output
+    assert "refresh-token families revoked: 1" in output
+    assert revoked(config) == {"ft1"}
+    code, output = cli(config, "grants", "revoke", "alice", "t-trusted")  # nothing left to revoke
+    assert code == 1
+    assert "alice has no consent for client 't-trusted'" in output
 
 
 def test_grants_list_when_there_are_none(config: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,51 @@ def test_cli_lifecycle(config: Path) -> None:
     assert missing.exit_code == 1
     assert runner.invoke(app, ["users", "delete", "alice", "-c", str(config)]).exit_code == 0
     assert "alice" not in runner.invoke(app, ["users", "list", "-c", str(config)]).output
+
+
+async def _refresh_families(url: str, *, issue: dict[str, tuple[str, str]] | None = None) -> set[str]:
+    """Issue ``{family: (username, client_id)}`` (if given); returns the revoked families."""
+    store = await open_store(url)
+    try:
+        users = LocalUsers(store.users)
+        for family, (username, client_id) in (issue or {}).items():
+            user = await users.find(username)
+            assert user is not None
+            await store.refresh_tokens.issue(
+                family, f"{family}-hash", {}, 2_000_000_000.0, user_id=user.user_id, client_id=client_id
+            )
+        tokens = [await store.refresh_tokens.get(f"{f}-hash") for f in ("a1", "a2", "b1")]
+        return {t.family_id for t in tokens if t is not None and t.revoked}
+    finally:
+        await store.close()
+
+
+def test_disable_and_delete_revoke_refresh_tokens(config: Path) -> None:
+    runner = CliRunner()
+    url = config.read_text().removeprefix("storage: ").strip()
+    for name in ("alice", "bob"):
+        added = runner.invoke(
+            app, ["users", "add", name, "--password-stdin", "-c", str(config)], input=PASSWORD + "\n"
+        )
+        assert added.exit_code == 0, added.output
+    issue = {"a1": ("alice", "c1"), "a2": ("alice", "c2"), "b1": ("bob", "c1")}
+    assert asyncio.run(_refresh_families(url, issue=issue)) == set()
+
+    disabled = runner.invoke(app, ["users", "disable", "Alice", "-c", str(config)])
+    assert disabled.exit_code == 0, disabled.output
+    assert "refresh-token families revoked: 2" in disabled.output  # every client of hers
+    assert asyncio.run(_refresh_families(url)) == {"a1", "a2"}
+    again = runner.invoke(app, ["users", "disable", "alice", "-c", str(config)])
+    assert "refresh-token families revoked: 0" in again.output
+
+    deleted = runner.invoke(app, ["users", "delete", "bob", "-c", str(config)])
+    assert deleted.exit_code == 0, deleted.output
+    assert "bob deleted" in deleted.output
+    assert "refresh-token families revoked: 1" in deleted.output
+    assert asyncio.run(_refresh_families(url)) == {"a1", "a2", "b1"}
+    missing = runner.invoke(app, ["users", "delete", "bob", "-c", str(config)])
+    assert missing.exit_code == 1
+    assert "no user 'bob'" in missing.output
 
 
 async def test_authentication(tmp_path: Path) -> None:
