@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the test-suite needs, from the project's own files only:
-#   * Debian packages (as root; apt-get update only when something is missing),
+#   * Debian packages (as root; apt-get update only when something is missing): postgresql,
+#     chromium,
 #   * Python: .venv + `pip install -e '.[test]'` (skipped while pyproject.toml is unchanged),
 #   * npm: tests/node/ from package.json + package-lock.json via `npm ci` (node 22 binary,
 #     MCP conformance harness 0.1.16 + 0.2.0-alpha.12, server-everything, TS SDK).
@@ -19,7 +20,9 @@ hash_files() { cat "$@" 2>/dev/null | sha256sum | cut -d' ' -f1; }
 
 # ----------------------------------------------------------------------- Debian packages
 # postgresql: initdb/pg_ctl for the postgres store tests (/usr/lib/postgresql/<v>/bin).
-APT_PACKAGES=(postgresql)
+# chromium: /usr/bin/chromium, the real browser the Playwright interop test drives (the pip
+#   package `playwright` comes with '.[test]'; `playwright install` is never run).
+APT_PACKAGES=(postgresql chromium)
 if ! command -v npm >/dev/null 2>&1; then
   APT_PACKAGES+=(nodejs npm)  # only to run `npm ci`; the tests use node 22 from npm
 fi
