@@ -36,6 +36,14 @@ class Registration(ConfigModel):
     max_per_hour_per_address: int = Field(
         20, ge=1, description="Registrations one client IP address may make per hour."
     )
+    infer_application_type: bool = Field(
+        False,
+        description=(
+            "Accept registrations without application_type (MCP 2026-07-28 requires it; older clients "
+            "such as apps on the TypeScript SDK 1.x omit it): native when every redirect URI is "
+            "loopback, web otherwise."
+        ),
+    )
     unused_ttl: float = Field(
         86400.0,
         gt=0,

@@ -15,6 +15,7 @@ from bastion.oauth.clients import hash_client_secret
 from bastion.oauth.context import OAuthContext
 from bastion.oauth.errors import SlowDown
 from bastion.oauth.opaque import digest
+from bastion.oauth.redirects import is_loopback
 from bastion.oauth.rfc7591 import RegistrationRequest, new_client_credentials, parse_registration
 
 HOUR = 3600.0
@@ -30,6 +31,8 @@ class RegistrationEndpoint:
         hits = await ctx.store.throttle.hit("register:" + digest(address), now, HOUR)
         if hits > ctx.auth.registration.max_per_hour_per_address:
             raise SlowDown("too many registrations from this address; try again later")
+        if ctx.auth.registration.infer_application_type:
+            body = _with_application_type(body)
         request = parse_registration(body)
         client_id, secret = new_client_credentials(request)
         record = _record(request, client_id, secret, now, now + ctx.auth.registration.unused_ttl)
@@ -50,6 +53,17 @@ class RegistrationEndpoint:
             response["client_secret"] = secret
             response["client_secret_expires_at"] = 0
         return response
+
+
+def _with_application_type(body: object) -> object:
+    """Fill in a missing ``application_type`` from the redirect URIs (opt-in, for older clients)."""
+    if not isinstance(body, dict) or "application_type" in body:
+        return body
+    uris = body.get("redirect_uris")
+    if not isinstance(uris, list) or not uris:
+        return body  # parse_registration explains what is wrong
+    native = all(isinstance(u, str) and is_loopback(u) for u in uris)
+    return {**body, "application_type": "native" if native else "web"}
 
 
 def _record(

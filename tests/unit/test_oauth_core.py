@@ -183,3 +183,16 @@ async def test_key_ring_holder_persists_and_refuses_a_wrong_master_key() -> None
     assert other.verification_key(ring.active.kid) is not None  # the old key still verifies
     with pytest.raises(MasterKeyError, match="another master key"):
         await KeyRingHolder(store, b"b" * 32, alg="ES256", max_token_lifetime_s=900).load()
+
+
+def test_application_type_is_inferred_only_when_asked() -> None:
+    from bastion.oauth.registration import _with_application_type
+
+    loopback = {"redirect_uris": ["http://127.0.0.1/cb", "http://localhost:9/x"]}
+    assert _with_application_type(loopback) == {**loopback, "application_type": "native"}
+    web = {"redirect_uris": ["https://app.example/cb", "http://127.0.0.1/cb"]}
+    assert _with_application_type(web) == {**web, "application_type": "web"}
+    given = {"redirect_uris": ["https://app.example/cb"], "application_type": "native"}
+    assert _with_application_type(given) is given
+    assert _with_application_type({"redirect_uris": []}) == {"redirect_uris": []}
+    assert _with_application_type("not an object") == "not an object"
