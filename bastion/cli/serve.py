@@ -14,7 +14,6 @@ import typer
 import uvicorn
 import yaml
 
-from bastion.app import create_app
 from bastion.cli.common import DEFAULT_CONFIG, ConfigOption, console, load_settings
 from bastion.cli.logs import configure_logging
 from bastion.config.auth import Auth
@@ -24,6 +23,8 @@ from bastion.store import open_store
 
 
 def _run(settings: Settings) -> None:
+    from bastion.app import create_app  # the gateway's imports are paid only when serving
+
     configure_logging(settings.logging.level, settings.logging.format)
     config = uvicorn.Config(
         create_app(settings),
