@@ -7,15 +7,17 @@ a name that is not a known username is taken as the user id itself.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from bastion.audit import events
 from bastion.cli.clients import CommandError, print_table, printable, run_on_store, when
 from bastion.cli.common import DEFAULT_CONFIG, ConfigOption
-from bastion.core.records import ConsentRecord
+from bastion.core.records import AuditRecord, ConsentRecord
 from bastion.idp.users import LocalUsers
 from bastion.store import Store
 
@@ -84,6 +86,19 @@ def revoke(
         families = await store.refresh_tokens.revoke_for(user_id, client_id)
         if not consented and not families:
             raise CommandError(f"{printable(username)} has no consent for client '{printable(client_id)}'")
+        await store.audit.append(
+            [
+                AuditRecord(
+                    ts=time.time(),
+                    event=events.CONSENT_REVOKED,
+                    trace_id="-",
+                    method="cli",
+                    subject=user_id,
+                    client_id=client_id,
+                    detail=f"bastion grants revoke; {families} refresh-token families revoked",
+                )
+            ]
+        )
         return consented, families
 
     consented, families = run_on_store(config, withdraw)

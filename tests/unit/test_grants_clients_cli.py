@@ -132,6 +132,9 @@ def test_grants_revoke(config: Path) -> None:
     assert "consent of Alice for c-config revoked" in output
     assert "refresh-token families revoked: 2" in output
     assert revoked(config) == {"fa1", "fa2"}  # not alice's other client, not bob's
+    code, output = cli(config, "audit", "tail", "--json")
+    assert '"event":"consent.revoked"' in output.replace(" ", "")
+    assert '"client_id":"c-config"' in output.replace(" ", "")
     code, output = cli(config, "grants", "revoke", "alice", "c-config")
     assert code == 1
     assert "alice has no consent for client 'c-config'" in output
