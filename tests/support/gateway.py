@@ -52,10 +52,11 @@ def run_gateway(
     env: dict[str, str] | None = None,
     storage: str | None = None,
     users: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[Gateway]:
     """``extra["auth"]`` is merged into the default ``auth`` block (off, master key in the
     state directory); ``users`` (name → password) are created with the real CLI first."""
-    port = free_port()
+    port = port or free_port()
     state = tmp / f"bastion-{port}"
     state.mkdir(parents=True, exist_ok=True)
     config: dict[str, Any] = {
