@@ -56,11 +56,11 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 def error_response(err: OAuthError, request: Request) -> Response:
     headers = dict(NO_STORE)
     status = err.status
-    if isinstance(err, InvalidClient):
-        if request.headers.get("authorization", "").lower().startswith("basic"):
-            headers["www-authenticate"] = 'Basic realm="bastion", charset="UTF-8"'
-        else:
-            status = 400 if err.status == 401 and not request.headers.get("authorization") else err.status
+    if isinstance(err, InvalidClient) and not request.headers.get("authorization"):
+        status = 400  # RFC 6749 §5.2: 401 only when the client tried an Authorization header
+    if status == 401:
+        # RFC 6749 §5.2 / RFC 9110 §15.5.2: a 401 names the scheme to use (whatever was tried)
+        headers["www-authenticate"] = 'Basic realm="bastion", charset="UTF-8"'
     return json_response(err.body(), status, headers)
 
 

@@ -5,7 +5,7 @@ authorization and the token request; the token's ``aud`` is that value)."""
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from bastion.oauth.errors import InvalidRequest, InvalidTarget
 
@@ -21,17 +21,25 @@ def requested_resource(values: Sequence[str], known: Collection[str]) -> str:
     parts = urlsplit(value)
     if not parts.scheme or not parts.netloc or parts.fragment or "#" in value:
         raise InvalidTarget("resource must be an absolute URI without a fragment")
-    # RFC 8707 §2 / MCP canonical URI: compare exactly; a trailing slash names another resource
-    if value not in known:
-        raise InvalidTarget("resource is not an endpoint of this server")
-    return value
+    # MCP canonical URI: scheme and host compare case-insensitively, the rest exactly (a
+    # trailing slash names another resource); the canonical form is what goes into `aud`
+    canonical = _canonical(value)
+    for candidate in known:
+        if _canonical(candidate) == canonical:
+            return candidate
+    raise InvalidTarget("resource is not an endpoint of this server")
+
+
+def _canonical(uri: str) -> str:
+    parts = urlsplit(uri)
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, ""))
 
 
 def same_resource(authorized: str, requested: Sequence[str]) -> None:
     """At the token endpoint, ``resource`` (when sent) must equal the one the code was issued for."""
     if not requested:
         return
-    if len(requested) > 1 or requested[0] != authorized:
+    if len(requested) > 1 or _canonical(requested[0]) != _canonical(authorized):
         raise InvalidTarget("resource differs from the authorization request")
 
 

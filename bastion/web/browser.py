@@ -54,7 +54,7 @@ class BrowserSessions:
         payload: dict[str, object] = {"b": session.browser_id, "exp": int(time.time() + self._ttl)}
         if session.user_id is not None:
             payload["u"] = session.user_id
-            payload["t"] = int(session.auth_time or time.time())
+            payload["t"] = round(session.auth_time or time.time(), 3)
         value = seal(self._key, payload, PURPOSE)
         response.raw_headers.append(
             (b"set-cookie", cookie_header(self.name, value, secure=self._secure, max_age=int(self._ttl)))

@@ -176,7 +176,7 @@ class AuthorizationFlow:
         req = pending.request
         user = await self._user(session)
         # prompt=login: a sign-in that happened after this request was made
-        if user is None or ("login" in req.prompt and (session.auth_time or 0) < int(pending.created_at)):
+        if user is None or ("login" in req.prompt and (session.auth_time or 0) < pending.created_at):
             if "none" in req.prompt:
                 return await self._refuse(pending, OAuthError("login_required"), "login_required")
             return RedirectResponse(f"/login?request={pending.handle}", 303, headers=_HEADERS)
@@ -286,12 +286,17 @@ class AuthorizationFlow:
         except OAuthError as exc:
             return message("This application cannot sign in", exc.description)
         previous = await ctx.store.consents.get(user.user_id, client.client_id)
+        scopes, resources = frozenset(req.scopes), frozenset({req.resource})
+        # A consent means "these scopes at each of these resources": resources are merged only
+        # when the scopes are the same, or scopes allowed at one would leak to another.
+        if previous is not None and previous.scopes == scopes:
+            resources |= previous.resources
         await ctx.store.consents.grant(
             ConsentRecord(
                 user_id=user.user_id,
                 client_id=client.client_id,
-                scopes=frozenset(req.scopes) | (previous.scopes if previous else frozenset()),
-                resources=frozenset({req.resource}) | (previous.resources if previous else frozenset()),
+                scopes=scopes,
+                resources=resources,
                 granted_at=time.time(),
             )
         )

@@ -1,9 +1,10 @@
 """Sign-in and sign-out pages.
 
-Brute force is limited across replicas (``ThrottleStore``): attempts are counted per username
-and per client address over ``auth.login.failure_window``, and a success clears the username's
-count (so the limit is on failures in a row); past either limit the page refuses without
-checking the password (a throttled attacker learns nothing, and argon2 is not spent on them).
+Brute force is limited across replicas (``ThrottleStore``) over ``auth.login.failure_window``:
+per username (normalized as the directory does) every attempt counts and a success clears the
+count, so the limit is on failures in a row; per client address failures count. Past either
+limit the page refuses without checking the password (a throttled attacker learns nothing, and
+argon2 is not spent on them).
 Every outcome is an audit event; the
 password never leaves this function.
 """
@@ -20,6 +21,7 @@ from starlette.routing import Route
 from bastion.audit import events
 from bastion.config.auth import Login
 from bastion.idp.sources import PasswordSource
+from bastion.idp.users import UserError, normalize_username
 from bastion.oauth.context import OAuthContext
 from bastion.oauth.opaque import MAX_PRESENTED_CHARS, digest
 from bastion.web.browser import BrowserSession, BrowserSessions
@@ -38,6 +40,15 @@ MAX_USERNAME_CHARS = 256
 MAX_PASSWORD_CHARS = 1024
 FAILED = "The username or password is not right."
 THROTTLED = "Too many failed sign-ins. Wait a few minutes and try again."
+
+
+def _login_name(username: str) -> str:
+    """The name the directory would look up (NFKC, case-folded), so look-alike spellings of one
+    user share one failure count."""
+    try:
+        return normalize_username(username)
+    except UserError:
+        return username.casefold()
 
 
 class LoginPages:
@@ -98,16 +109,17 @@ class LoginPages:
             )
         now = time.time()
         address = request.client.host if request.client else "unknown"
-        user_key = "login:user:" + digest(username.casefold())
+        user_key = "login:user:" + digest(_login_name(username))
         address_key = "login:address:" + digest(address)
         window = self._limits.failure_window
-        # every attempt counts until a success clears the username's count: a burst of parallel
-        # guesses gets distinct counts from hit(), so the limit holds exactly
+        # Per username every attempt counts until a success clears the count: hit() gives a burst
+        # of parallel guesses distinct counts, so that limit holds exactly. Per address only
+        # failures count (an office behind one NAT signs in all day).
         attempts_user = await ctx.store.throttle.hit(user_key, now, window)
-        attempts_address = await ctx.store.throttle.hit(address_key, now, window)
+        failures_address = await ctx.store.throttle.count(address_key, now, window)
         if (
             attempts_user > self._limits.max_failures_per_user
-            or attempts_address > self._limits.max_failures_per_address
+            or failures_address >= self._limits.max_failures_per_address
         ):
             ctx.event(events.LOGIN_THROTTLED, status=429, detail=f"address {address}")
             return self._respond(
@@ -115,6 +127,7 @@ class LoginPages:
             )
         user = await self._passwords.verify(username, password)
         if user is None:
+            await ctx.store.throttle.hit(address_key, now, window)
             ctx.event(events.LOGIN_FAILED, status=401, detail=f"address {address}")
             return self._respond(
                 page(render_login(self._view(session, handle, username, FAILED)), 401), session

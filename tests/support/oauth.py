@@ -4,21 +4,31 @@ token request. Used by flow tests; the real-client interop tests use the SDKs in
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import re
 import secrets
+import socket
+import sqlite3
+import sys
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from html import unescape
+from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import httpx2
+import uvicorn
 
-from bastion.core.records import ConsentRecord
-from bastion.idp.users import LocalUsers
+from bastion.core.records import ConsentRecord, UserRecord
+from bastion.idp.passwords import hash_password
+from bastion.idp.users import normalize_username
 from bastion.oauth.keys import KeyRing, SigningKey, master_key_from_text
 from bastion.store import Store, open_store
 from tests.support.gateway import Gateway
@@ -186,6 +196,23 @@ async def post_initialize(
     return await http.post(url, json=body, headers=sent)
 
 
+MODERN_META = {
+    "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+    "io.modelcontextprotocol/clientCapabilities": {},
+}
+
+
+async def list_tools(
+    http: httpx2.AsyncClient, url: str, token: str | None, *, headers: dict[str, str] | None = None
+) -> httpx2.Response:
+    """A 2026-07-28 ``tools/list`` at ``url`` (no session: cheap on stdio upstreams too)."""
+    sent = {"accept": MCP_ACCEPT, "mcp-protocol-version": "2026-07-28", "mcp-method": "tools/list"}
+    if token is not None:
+        sent["authorization"] = f"Bearer {token}"
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {"_meta": MODERN_META}}
+    return await http.post(url, json=body, headers={**sent, **(headers or {})})
+
+
 async def authorization_code(
     http: httpx2.AsyncClient,
     base: str,
@@ -214,6 +241,32 @@ async def authorization_code(
     return query["code"], proof
 
 
+async def pending_request(http: httpx2.AsyncClient, url: str) -> str:
+    """GET an /authorize ``url`` in a browser that is not signed in: the handle of the request
+    now waiting for sign-in (from the redirect to the sign-in page)."""
+    response = await http.get(url)
+    assert response.status_code == 303, response.text[:300]
+    location = response.headers["location"]
+    assert location.startswith("/login?request="), location
+    return query_of(location)["request"]
+
+
+async def submit_login(
+    http: httpx2.AsyncClient, base: str, handle: str, username: str, password: str
+) -> httpx2.Response:
+    """Fill in and post the sign-in form for the pending request ``handle``; the answer."""
+    form = await http.get(f"{base}/login?request={handle}")
+    fields = hidden_fields(form.text) | {"username": username, "password": password}
+    return await http.post(f"{base}/login", data=fields)
+
+
+def assert_page_headers(response: httpx2.Response) -> None:
+    """Every Bastion page: not frameable, not cached."""
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["cache-control"] == "no-store"
+
+
 def _db_url(gateway: Gateway) -> str:
     return f"sqlite:///{gateway.state_dir / 'bastion.db'}"
 
@@ -229,11 +282,24 @@ async def gateway_store(gateway: Gateway) -> AsyncIterator[Store]:
 
 
 async def add_users(gateway: Gateway, users: dict[str, str]) -> dict[str, str]:
-    """Create built-in users in a running gateway's store (faster than one CLI process each);
-    returns username → user id."""
+    """Create built-in users in a running gateway's store, as ``bastion users add`` does but
+    without a process per user and with one Argon2 hash per distinct password; returns
+    username → user id."""
+    hashes = {pw: await asyncio.to_thread(hash_password, pw) for pw in set(users.values())}
+    ids: dict[str, str] = {}
     async with gateway_store(gateway) as store:
-        directory = LocalUsers(store.users)
-        return {name: (await directory.add(name, password)).user_id for name, password in users.items()}
+        for name, password in users.items():
+            username = normalize_username(name)
+            record = UserRecord(
+                user_id="u_" + secrets.token_urlsafe(12),
+                username=username,
+                password_hash=hashes[password],
+                display_name=username,
+                created_at=time.time(),
+            )
+            await store.users.add(record)
+            ids[name] = record.user_id
+    return ids
 
 
 async def consent_of(gateway: Gateway, user_id: str, client_id: str) -> ConsentRecord | None:
@@ -246,6 +312,15 @@ async def client_ids(gateway: Gateway, source: str | None = None) -> set[str]:
         return {c.client_id for c in await store.clients.list(source)}
 
 
+def stored_grants(gateway: Gateway, kind: str) -> int:
+    """How many short-lived grants of ``kind`` the gateway holds (``authorize``: pending
+    authorization requests, ``code``: unredeemed codes). The store API has no listing for
+    them, so this reads the SQLite file directly (a read, never a write)."""
+    with contextlib.closing(sqlite3.connect(gateway.state_dir / "bastion.db")) as db:
+        (count,) = db.execute("SELECT count(*) FROM grants WHERE kind = ?", (kind,)).fetchone()
+    return int(count)
+
+
 async def signing_key(gateway: Gateway) -> SigningKey:
     """The gateway's active signing key, unsealed with its master key file (to mint tokens
     that are correctly signed but wrong in one claim)."""
@@ -254,3 +329,100 @@ async def signing_key(gateway: Gateway) -> SigningKey:
     assert blob is not None
     master = master_key_from_text((gateway.state_dir / "master.key").read_text(encoding="ascii"))
     return KeyRing.load(blob, master, clock=time.time).active
+
+
+def demo_upstream(name: str, tmp: Path, **extra: object) -> dict[str, object]:
+    """The bundled demo MCP server (stdio) as upstream ``name``."""
+    notes = tmp / f"notes-{name}-{secrets.token_hex(4)}.json"
+    command = {"command": sys.executable, "args": ["-m", "bastion.demo.server", "--notes-file", str(notes)]}
+    return {"name": name, "stdio": command, **extra}
+
+
+def browser(local_address: str | None = None) -> httpx2.AsyncClient:
+    """A client with its own cookie jar that never follows redirects, optionally connecting from
+    another loopback address (127.0.0.x), so per-address limits of one test do not touch others."""
+    transport = httpx2.AsyncHTTPTransport(local_address=local_address) if local_address else None
+    return httpx2.AsyncClient(follow_redirects=False, timeout=30, transport=transport)
+
+
+class RecordingUpstream:
+    """A legacy-era MCP server (HTTP, in this process) that answers initialize and tools/list
+    and records the headers of every request it receives. Cheaper than a stdio upstream, which
+    costs a Python process start on first use."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, str]] = []
+        self.url = ""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        self.requests.append({k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]})
+        body = b""
+        while True:
+            event = await receive()
+            body += event.get("body", b"")
+            if not event.get("more_body"):
+                break
+        if scope["method"] != "POST":
+            await self._send(send, 405, b"")
+            return
+        message = json.loads(body)
+        if "id" not in message:
+            await self._send(send, 202, b"")
+            return
+        method, reply = message.get("method"), {"jsonrpc": "2.0", "id": message["id"]}
+        if method == "initialize":
+            reply["result"] = {
+                "protocolVersion": "2025-11-25",
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "recorder", "version": "1"},
+            }
+        elif method == "server/discover":
+            reply["error"] = {"code": -32022, "message": "Unsupported protocol version"}
+            reply["error"]["data"] = {"supported": ["2025-11-25"], "requested": "2026-07-28"}
+        elif method == "tools/list":
+            reply["result"] = {"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]}
+        else:
+            reply["error"] = {"code": -32601, "message": "Method not found"}
+        session = [(b"mcp-session-id", secrets.token_urlsafe(16).encode())] if method == "initialize" else []
+        await self._send(send, 400 if "error" in reply else 200, json.dumps(reply).encode(), session)
+
+    @staticmethod
+    async def _send(
+        send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        headers = [(b"content-type", b"application/json")] if body else []
+        headers += extra or []
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+@contextlib.contextmanager
+def serve_http(app: Any) -> Iterator[int]:
+    """Run the ASGI ``app`` under uvicorn (plain HTTP, 127.0.0.1) in a thread; yield the port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(app, lifespan="off", http="h11", log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the recording upstream did not start")
+        time.sleep(0.01)
+    try:
+        yield int(sock.getsockname()[1])
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@contextlib.contextmanager
+def recording_upstream() -> Iterator[RecordingUpstream]:
+    """A running :class:`RecordingUpstream`; its MCP endpoint is ``.url``."""
+    upstream = RecordingUpstream()
+    with serve_http(upstream) as port:
+        upstream.url = f"http://127.0.0.1:{port}/mcp"
+        yield upstream
