@@ -24,8 +24,8 @@ from tests.support.oauth import (
     exchange_code,
     gateway_store,
     list_tools,
-    recording_upstream,
 )
+from tests.support.recording import recording_upstream
 
 PASSWORD = "correct horse battery"
 GRACE = 1.0

@@ -27,16 +27,15 @@ from bastion.oauth.keys import SigningKey
 from tests.support.gateway import Gateway, run_gateway
 from tests.support.oauth import (
     REDIRECT_URI,
-    RecordingUpstream,
     add_users,
     browser,
     challenge_params,
     list_tools,
     post_initialize,
-    recording_upstream,
     signing_key,
     user_token,
 )
+from tests.support.recording import RecordingUpstream, recording_upstream
 
 PASSWORD = "correct horse battery"
 SECRET = "machine-secret-0123456789abcdefghijklmnopqrstuvwxyz"

@@ -25,8 +25,8 @@ from tests.support.oauth import (
     exchange_code,
     list_tools,
     pkce,
-    recording_upstream,
 )
+from tests.support.recording import recording_upstream
 
 PASSWORD = "correct horse battery"
 CONF_SECRET = "conf-secret-0123456789abcdefghijklmnopqrstuvwxyz"

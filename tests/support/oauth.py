@@ -8,23 +8,18 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-import json
 import re
 import secrets
-import socket
 import sqlite3
 import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from html import unescape
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import httpx2
-import uvicorn
 
 from bastion.core.records import ConsentRecord, UserRecord
 from bastion.idp.passwords import hash_password
@@ -343,86 +338,3 @@ def browser(local_address: str | None = None) -> httpx2.AsyncClient:
     another loopback address (127.0.0.x), so per-address limits of one test do not touch others."""
     transport = httpx2.AsyncHTTPTransport(local_address=local_address) if local_address else None
     return httpx2.AsyncClient(follow_redirects=False, timeout=30, transport=transport)
-
-
-class RecordingUpstream:
-    """A legacy-era MCP server (HTTP, in this process) that answers initialize and tools/list
-    and records the headers of every request it receives. Cheaper than a stdio upstream, which
-    costs a Python process start on first use."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict[str, str]] = []
-        self.url = ""
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        assert scope["type"] == "http"
-        self.requests.append({k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]})
-        body = b""
-        while True:
-            event = await receive()
-            body += event.get("body", b"")
-            if not event.get("more_body"):
-                break
-        if scope["method"] != "POST":
-            await self._send(send, 405, b"")
-            return
-        message = json.loads(body)
-        if "id" not in message:
-            await self._send(send, 202, b"")
-            return
-        method, reply = message.get("method"), {"jsonrpc": "2.0", "id": message["id"]}
-        if method == "initialize":
-            reply["result"] = {
-                "protocolVersion": "2025-11-25",
-                "capabilities": {"tools": {}},
-                "serverInfo": {"name": "recorder", "version": "1"},
-            }
-        elif method == "server/discover":
-            reply["error"] = {"code": -32022, "message": "Unsupported protocol version"}
-            reply["error"]["data"] = {"supported": ["2025-11-25"], "requested": "2026-07-28"}
-        elif method == "tools/list":
-            reply["result"] = {"tools": [{"name": "echo", "inputSchema": {"type": "object"}}]}
-        else:
-            reply["error"] = {"code": -32601, "message": "Method not found"}
-        session = [(b"mcp-session-id", secrets.token_urlsafe(16).encode())] if method == "initialize" else []
-        await self._send(send, 400 if "error" in reply else 200, json.dumps(reply).encode(), session)
-
-    @staticmethod
-    async def _send(
-        send: Any, status: int, body: bytes, extra: list[tuple[bytes, bytes]] | None = None
-    ) -> None:
-        headers = [(b"content-type", b"application/json")] if body else []
-        headers += extra or []
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-
-
-@contextlib.contextmanager
-def serve_http(app: Any) -> Iterator[int]:
-    """Run the ASGI ``app`` under uvicorn (plain HTTP, 127.0.0.1) in a thread; yield the port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, lifespan="off", http="h11", log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the recording upstream did not start")
-        time.sleep(0.01)
-    try:
-        yield int(sock.getsockname()[1])
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
-@contextlib.contextmanager
-def recording_upstream() -> Iterator[RecordingUpstream]:
-    """A running :class:`RecordingUpstream`; its MCP endpoint is ``.url``."""
-    upstream = RecordingUpstream()
-    with serve_http(upstream) as port:
-        upstream.url = f"http://127.0.0.1:{port}/mcp"
-        yield upstream

@@ -46,8 +46,9 @@ def make_pki(tmp: Path) -> LoopbackPki:
 
 
 @contextlib.contextmanager
-def serve_tls(app: ASGIApp, pki: LoopbackPki) -> Iterator[int]:
-    """Run ``app`` under uvicorn over TLS on 127.0.0.1 in a thread; yield the port."""
+def serve_asgi(app: ASGIApp, *, ssl_certfile: Path | None = None) -> Iterator[int]:
+    """Run ``app`` under uvicorn on 127.0.0.1 (over TLS with ``ssl_certfile``) in a thread;
+    yield the port."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -57,7 +58,7 @@ def serve_tls(app: ASGIApp, pki: LoopbackPki) -> Iterator[int]:
         lifespan="off",
         http="h11",
         log_level="warning",
-        ssl_certfile=str(pki.cert_file),
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
         timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)
@@ -74,6 +75,13 @@ def serve_tls(app: ASGIApp, pki: LoopbackPki) -> Iterator[int]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@contextlib.contextmanager
+def serve_tls(app: ASGIApp, pki: LoopbackPki) -> Iterator[int]:
+    """Run ``app`` under uvicorn over TLS on 127.0.0.1 in a thread; yield the port."""
+    with serve_asgi(app, ssl_certfile=pki.cert_file) as port:
+        yield port
 
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
