@@ -1,8 +1,8 @@
 """RFC 7009 token revocation.
 
 The client authenticates as at the token endpoint. A refresh token revokes its whole family
-(RFC 7009 §2.1: SHOULD also invalidate the access tokens of the grant — those are short-lived
-JWTs and expire on their own); an access token is added to the revoked-``jti`` list every
+and the access token the family issued last (RFC 7009 §2.1: SHOULD also invalidate the access
+tokens of the grant; see ``families``); an access token is added to the revoked-``jti`` list every
 replica checks. A token that is unknown, malformed, already revoked or another client's gets
 the same 200 as a successful revocation (§2.2), so the endpoint reveals nothing about it.
 """
@@ -16,6 +16,7 @@ from typing import Any
 import jwt
 
 from bastion.audit import events
+from bastion.oauth import families
 from bastion.oauth.context import OAuthContext
 from bastion.oauth.errors import InvalidRequest, OAuthError
 from bastion.oauth.opaque import MAX_PRESENTED_CHARS, digest
@@ -74,7 +75,7 @@ class RevocationEndpoint:
         if record is None:
             return False
         if record.payload.get("client_id") == client.client_id:
-            await self._ctx.store.refresh_tokens.revoke_family(record.family_id)
+            await families.revoke(self._ctx, record.family_id)
             self._ctx.event(
                 events.TOKEN_REVOKED,
                 client_id=client.client_id,

@@ -22,7 +22,7 @@ from typing import Any
 
 from bastion.audit import events
 from bastion.core.records import RotateOutcome, UserRecord
-from bastion.oauth import rfc7636
+from bastion.oauth import families, rfc7636
 from bastion.oauth.context import OAuthContext
 from bastion.oauth.errors import (
     InvalidGrant,
@@ -109,6 +109,7 @@ class TokenEndpoint:
                 scopes=scopes,
                 auth_time=payload.get("auth_time"),
             )
+            await families.remember(ctx, family, issued.jti, issued.expires_at)
         await ctx.store.grants.put(
             USED_CODE_KIND,
             code_hash,
@@ -130,7 +131,7 @@ class TokenEndpoint:
         if used is None:
             return
         if used.get("family"):
-            await self._ctx.store.refresh_tokens.revoke_family(str(used["family"]))
+            await families.revoke(self._ctx, str(used["family"]))
         await self._revoke_access_token(str(used["jti"]), float(used["exp"]))
         self._ctx.event(
             events.TOKEN_REUSE_DETECTED, detail="authorization code presented twice; its tokens revoked"
@@ -157,6 +158,8 @@ class TokenEndpoint:
             old_hash, digest(new_token), now, ctx.auth.refresh_grace
         )
         if result.outcome is RotateOutcome.REUSE_DETECTED:
+            if result.family_id:
+                await families.revoke(ctx, result.family_id)  # the store revoked the family itself
             ctx.event(
                 events.TOKEN_REUSE_DETECTED,
                 client_id=client.client_id,
@@ -171,11 +174,13 @@ class TokenEndpoint:
             user = await self._active_user(user_id)
         except InvalidGrant:
             if result.family_id:
-                await ctx.store.refresh_tokens.revoke_family(result.family_id)
+                await families.revoke(ctx, result.family_id)
             raise
-        response, _ = self._access_token(
+        response, issued = self._access_token(
             client, user_id, resource, scopes, user=user, auth_time=payload.get("auth_time")
         )
+        if result.family_id:
+            await families.remember(ctx, result.family_id, issued.jti, issued.expires_at)
         response["refresh_token"] = new_token
         ctx.event(
             events.TOKEN_ISSUED,

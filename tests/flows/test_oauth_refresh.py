@@ -128,9 +128,13 @@ async def test_reuse_after_the_grace_window_revokes_the_family(gw: Gateway, http
     start = await tokens(http, gw)
     first = await refresh(http, gw, start["refresh_token"])
     assert first.status_code == 200
+    current = first.json()["access_token"]
+    assert (await list_tools(http, gw.url("a"), current)).status_code == 200
     await asyncio.sleep(GRACE + 0.5)
     refused(await refresh(http, gw, start["refresh_token"]))
     refused(await refresh(http, gw, first.json()["refresh_token"]))
+    # the family's current access token goes with it (RFC 6749 §10.4 / RFC 9700 §4.14.2)
+    assert (await list_tools(http, gw.url("a"), current)).status_code == 401
 
 
 async def test_scope_may_narrow_but_never_widen(gw: Gateway, http: httpx2.AsyncClient) -> None:
@@ -199,9 +203,12 @@ async def test_revoking_an_access_token(gw: Gateway, http: httpx2.AsyncClient) -
 async def test_revoking_a_refresh_token_revokes_its_family(gw: Gateway, http: httpx2.AsyncClient) -> None:
     start = await tokens(http, gw)
     rotated = await refresh(http, gw, start["refresh_token"])
+    current = rotated.json()["access_token"]
+    assert (await list_tools(http, gw.url("a"), current)).status_code == 200
     await revoke(http, gw, rotated.json()["refresh_token"])  # no hint: tried as a refresh token first
     refused(await refresh(http, gw, rotated.json()["refresh_token"]))
     refused(await refresh(http, gw, start["refresh_token"]))
+    assert (await list_tools(http, gw.url("a"), current)).status_code == 401  # RFC 7009 §2.1
 
 
 async def test_revocation_of_unknown_or_foreign_tokens_answers_200(
