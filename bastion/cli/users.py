@@ -82,14 +82,32 @@ def add(  # noqa: PLR0917 - typer maps parameters to options
     ] = None,
     display_name: Annotated[str, typer.Option(help="Name shown on consent pages.")] = "",
     email: Annotated[str | None, typer.Option(help="E-mail address.")] = None,
+    attr: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attr", "-a", help="Attribute KEY=VALUE for policies (e.g. department=sales); repeatable."
+        ),
+    ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
     """Create a user who signs in with a password."""
+    attributes: dict[str, str] = {}
+    for item in attr or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            out.print(f"--attr {item!r} is not KEY=VALUE", markup=False)
+            raise typer.Exit(2)
+        attributes[key.strip()] = value
     password = _read_password(password_stdin)
     user = _run(
         config,
         lambda users: users.add(
-            username, password, display_name=display_name, email=email, groups=group or ()
+            username,
+            password,
+            display_name=display_name,
+            email=email,
+            groups=group or (),
+            attributes=attributes,
         ),
     )
     out.print(f"added {user.username} ({user.user_id})", markup=False)
@@ -97,13 +115,16 @@ def add(  # noqa: PLR0917 - typer maps parameters to options
 
 @app.command("list")
 def list_users(config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Show every user with its groups and state."""
+    """Show every user with its groups, attributes, source and state."""
 
     records: list[UserRecord] = _run(config, lambda users: users.list())
-    table = Table("username", "display name", "groups", "source", "state")
+    table = Table("username", "display name", "groups", "attributes", "source", "state")
     for user in records:
         state = "disabled" if user.disabled else "active"
-        table.add_row(user.username, user.display_name, ", ".join(sorted(user.groups)), user.source, state)
+        attributes = ", ".join(f"{k}={v}" for k, v in sorted(user.attributes.items()))
+        table.add_row(
+            user.username, user.display_name, ", ".join(sorted(user.groups)), attributes, user.source, state
+        )
     out.print(table)
 
 

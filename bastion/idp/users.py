@@ -13,7 +13,7 @@ import re
 import secrets
 import time
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from bastion.core.errors import Conflict
 from bastion.core.records import UserRecord
@@ -57,6 +57,7 @@ class LocalUsers:
         display_name: str = "",
         email: str | None = None,
         groups: Iterable[str] = (),
+        attributes: Mapping[str, str] | None = None,
     ) -> UserRecord:
         name = normalize_username(username)
         password_hash = None
@@ -70,6 +71,7 @@ class LocalUsers:
             display_name=display_name or name,
             email=email,
             groups=frozenset(groups),
+            attributes=dict(attributes or {}),
             created_at=self._clock(),
         )
         try:

@@ -34,7 +34,18 @@ def test_cli_lifecycle(config: Path) -> None:
     runner = CliRunner()
     added = runner.invoke(
         app,
-        ["users", "add", "Alice", "--password-stdin", "-g", "sales", "-c", str(config)],
+        [
+            "users",
+            "add",
+            "Alice",
+            "--password-stdin",
+            "-g",
+            "sales",
+            "--attr",
+            "region=emea",
+            "-c",
+            str(config),
+        ],
         input=PASSWORD + "\n",
     )
     assert added.exit_code == 0, added.output
@@ -52,7 +63,15 @@ def test_cli_lifecycle(config: Path) -> None:
     listed = runner.invoke(app, ["users", "list", "-c", str(config)])
     assert "alice" in listed.output
     assert "sales" in listed.output
+    assert "region=emea" in listed.output
     assert "active" in listed.output
+    bad_attr = runner.invoke(
+        app,
+        ["users", "add", "carol", "--attr", "novalue", "--password-stdin", "-c", str(config)],
+        input=PASSWORD + "\n",
+    )
+    assert bad_attr.exit_code == 2
+    assert "is not KEY=VALUE" in bad_attr.output
     assert runner.invoke(app, ["users", "disable", "alice", "-c", str(config)]).exit_code == 0
     assert "disabled" in runner.invoke(app, ["users", "list", "-c", str(config)]).output
     missing = runner.invoke(app, ["users", "disable", "nobody", "-c", str(config)])
