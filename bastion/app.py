@@ -157,6 +157,8 @@ class BastionApp:
         self._tasks.clear()
         if self.upstream is not None:
             await self.upstream.close()
+        if self.authority is not None:
+            await self.authority.aclose()
         self._lifecycle(events.SERVER_STOPPED, "")
         if self.audit is not None:
             await self.audit.aclose()

@@ -20,6 +20,9 @@ from bastion.authn.bearer import BearerVerifier
 from bastion.config.model import Settings
 from bastion.core.revocations import RevokedTokens
 from bastion.core.stages import AuditSink
+from bastion.idp.oidc import OidcProvider
+from bastion.idp.presets import resolve
+from bastion.idp.sessions import IdpSessions
 from bastion.idp.users import LocalUsers
 from bastion.net.fetch import FetchPolicy, SafeFetcher
 from bastion.oauth.cimd import CimdResolver
@@ -31,6 +34,7 @@ from bastion.oauth.registry import ClientRegistry
 from bastion.oauth.rfc9728 import resources
 from bastion.store import Store
 from bastion.web.browser import BrowserSessions
+from bastion.web.federation import FederatedLogin
 from bastion.web.flow import AuthorizationFlow
 from bastion.web.login import LoginPages
 
@@ -44,6 +48,11 @@ class Authority:
     ctx: OAuthContext
     authenticator: AccessTokenAuthenticator
     routes: list[BaseRoute]
+    providers: list[OidcProvider]
+
+    async def aclose(self) -> None:
+        for provider in self.providers:
+            await provider.aclose()
 
     async def sync(self) -> None:
         """Pick up key rotations and revocations made by other replicas or the CLI."""
@@ -68,6 +77,7 @@ class Authority:
         await store.clients.purge_expired(now)
         await store.revoked_tokens.purge_expired(now)
         await store.throttle.purge_before(now - 86400)
+        await store.idp_sessions.purge_expired(now)
 
 
 def _fetch_policy(settings: Settings, max_bytes: int) -> FetchPolicy:
@@ -109,6 +119,11 @@ async def build_authority(settings: Settings, store: Store, audit: AuditSink) ->
         known[resource.resource] = ResourceScopes(resource, required)
         endpoints[resource.endpoint] = EndpointAccess(resource.resource, resource.metadata_url, required)
 
+    providers = {
+        p.name: OidcProvider(resolve(p), redirect_uri=f"{issuer}/login/idp/{p.name}/callback")
+        for p in settings.identity_providers
+    }
+    idp_sessions = IdpSessions(store, providers, derive_key(master, "idp-session"))
     ctx = OAuthContext(
         issuer=issuer,
         auth=auth,
@@ -119,6 +134,7 @@ async def build_authority(settings: Settings, store: Store, audit: AuditSink) ->
         revoked=RevokedTokens(),
         refresh_key=derive_key(master, "refresh-successor"),
         audit=audit,
+        sessions=idp_sessions,
     )
     verifier = BearerVerifier(keys, issuer=issuer, clock=time.time)
     authenticator = AccessTokenAuthenticator(verifier, endpoints, ctx.revoked)
@@ -128,8 +144,22 @@ async def build_authority(settings: Settings, store: Store, audit: AuditSink) ->
         ttl=auth.login.session_ttl,
     )
     csrf_key = derive_key(master, "csrf")
-    flow = AuthorizationFlow(ctx, sessions, csrf_key)
-    login = LoginPages(ctx, sessions, csrf_key, LocalUsers(store.users), auth.login)
-    authority = Authority(ctx, authenticator, [*oauth_routes(ctx), *flow.routes(), *login.routes()])
+    bound = {f"{issuer}/mcp/{u.name}": u.identity_provider for u in settings.upstreams if u.identity_provider}
+    only = next(iter(providers)) if len(providers) == 1 and not auth.login.password else None
+    flow = AuthorizationFlow(ctx, sessions, csrf_key, bound_providers=bound, only_provider=only)
+    login = LoginPages(
+        ctx,
+        sessions,
+        csrf_key,
+        LocalUsers(store.users),
+        auth.login,
+        providers=tuple((name, p.provider.label) for name, p in providers.items()),
+        realms={d: p.name for p in settings.identity_providers for d in p.email_domains},
+    )
+    federation = FederatedLogin(
+        ctx, sessions=sessions, csrf_key=csrf_key, flow=flow, providers=providers, idp_sessions=idp_sessions
+    )
+    routes: list[BaseRoute] = [*oauth_routes(ctx), *flow.routes(), *login.routes(), *federation.routes()]
+    authority = Authority(ctx, authenticator, routes, list(providers.values()))
     await authority.sync()
     return authority

@@ -73,6 +73,12 @@ class ClientMetadataDocuments(ConfigModel):
 
 
 class Login(ConfigModel):
+    password: bool = Field(
+        True,
+        description=(
+            "Offer the built-in user directory's password sign-in (false: identity providers only)."
+        ),
+    )
     max_failures_per_user: int = Field(
         5, ge=1, description="Failed sign-ins per username within failure_window before sign-in is refused."
     )

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from bastion.config.auth import Auth
 from bastion.config.base import ConfigModel
 from bastion.config.clients import OAuthClient
+from bastion.config.idp import IdentityProvider
 
 UPSTREAM_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 EraName = Literal["legacy", "modern"]
@@ -113,6 +114,12 @@ class Upstream(ConfigModel):
             "(besides auth.required_scopes)."
         ),
     )
+    identity_provider: str | None = Field(
+        None,
+        description=(
+            "Users of /mcp/<name> sign in through this identity provider (by name), skipping the choice."
+        ),
+    )
     http: HttpUpstream | None = Field(
         None, description="A remote Streamable HTTP server (set this or stdio)."
     )
@@ -211,6 +218,13 @@ class Settings(ConfigModel):
         default_factory=Audit, description="The audit log (always in storage; optionally JSONL)."
     )
     logging: Logging = Field(default_factory=Logging, description="Server log output (stderr).")
+    identity_providers: list[IdentityProvider] = Field(
+        default_factory=list,
+        description=(
+            "Enterprise identity providers users sign in with (Entra ID, Okta, Google, Keycloak, Auth0, "
+            "any OIDC provider); Bastion is one pre-registered client at each."
+        ),
+    )
     clients: list[OAuthClient] = Field(
         default_factory=list,
         description=("Pre-registered OAuth clients (others register dynamically or by metadata document)."),
@@ -268,12 +282,40 @@ class Settings(ConfigModel):
         unknown = sorted(set(self.auth.required_scopes) - set(self.auth.scopes))
         if unknown:
             raise ValueError(f"auth.required_scopes {unknown} are not in auth.scopes")
+        self._check_identity_providers()
         if not self.auth.enabled and not self.listens_on_loopback():
             raise ValueError(
                 "auth.enabled: false is for development on loopback only: listen on 127.0.0.1 or [::1], "
                 "or turn authentication on"
             )
         return self
+
+    def _check_identity_providers(self) -> None:
+        names = [p.name for p in self.identity_providers]
+        if len(set(names)) != len(names):
+            raise ValueError("identity_providers: a name is used twice")
+        if not self.auth.login.password and not names:
+            raise ValueError("auth.login.password: false needs at least one identity provider")
+        domains: dict[str, str] = {}
+        for provider in self.identity_providers:
+            for grant in provider.grants:
+                unknown = sorted(set(grant.scopes) - set(self.auth.scopes))
+                if unknown:
+                    raise ValueError(
+                        f"identity provider '{provider.name}': grant scopes {unknown} are not in auth.scopes"
+                    )
+            for domain in provider.email_domains:
+                if domain in domains:
+                    raise ValueError(
+                        f"e-mail domain {domain} is claimed by both '{domains[domain]}' and '{provider.name}'"
+                    )
+                domains[domain] = provider.name
+        for upstream in self.upstreams:
+            if upstream.identity_provider is not None and upstream.identity_provider not in names:
+                raise ValueError(
+                    f"upstream '{upstream.name}': identity_provider "
+                    f"'{upstream.identity_provider}' is not configured"
+                )
 
     @property
     def listen_host(self) -> str:

@@ -169,6 +169,21 @@ class UserRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class IdpSession:
+    """A user's sign-in at an enterprise IdP, kept so Bastion can re-check the user there
+    when an MCP client refreshes. The IdP's refresh token is sealed (AES-GCM) by the caller
+    before it reaches the store: the store only ever sees the opaque sealed text."""
+
+    session_id: str
+    user_id: str
+    provider: str  # the identity provider's configured name (the user's ``source``)
+    sealed_refresh_token: str | None  # None when the IdP granted no refresh token
+    auth_time: float  # when the user authenticated at the IdP
+    expires_at: float  # the maximum session lifetime: no re-check extends it
+    checked_at: float  # the last time the IdP confirmed the user
+
+
+@dataclass(frozen=True, slots=True)
 class RefreshTokenRecord:
     """One refresh token of a family, keyed by the hash of the token (never the token)."""
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from bastion.audit import events
 from bastion.config.auth import Auth
@@ -32,6 +33,12 @@ from bastion.store import Store
 ASSERTION_REPLAY_KIND = "client_assertion"
 
 
+class SessionChecker(Protocol):
+    """Whether the identity-provider session behind a grant still holds (``bastion.idp.sessions``)."""
+
+    async def check(self, session_id: str) -> Literal["ok", "ended", "unavailable"]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ResourceScopes:
     resource: ProtectedResource
@@ -49,6 +56,7 @@ class OAuthContext:
     revoked: RevokedTokens
     refresh_key: bytes
     audit: AuditSink
+    sessions: SessionChecker | None = None
 
     def event(
         self,

@@ -14,8 +14,9 @@ import hashlib
 import hmac
 import secrets
 
-from cryptography.hazmat.primitives.hashes import SHA256
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from bastion.core.crypto import derive_key
+
+__all__ = ["MAX_PRESENTED_CHARS", "derive_key", "digest", "new_opaque", "successor"]
 
 MAX_PRESENTED_CHARS = 512  # longer values are refused before hashing
 
@@ -31,10 +32,3 @@ def digest(value: str) -> str:
 def successor(key: bytes, token: str) -> str:
     mac = hmac.new(key, b"refresh-successor\x00" + token.encode("utf-8", "surrogatepass"), hashlib.sha256)
     return base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode("ascii")
-
-
-def derive_key(master_key: bytes, purpose: str) -> bytes:
-    """A 32-byte key for one purpose (cookies, CSRF, refresh successors) from the master key
-    (HKDF-SHA256, RFC 5869), so no purpose can be turned against another."""
-    hkdf = HKDF(algorithm=SHA256(), length=32, salt=None, info=b"bastion:" + purpose.encode("ascii"))
-    return hkdf.derive(master_key)

@@ -27,6 +27,7 @@ from bastion.oauth.context import OAuthContext
 from bastion.oauth.errors import (
     InvalidGrant,
     InvalidRequest,
+    TemporarilyUnavailable,
     UnauthorizedClient,
     UnsupportedGrantType,
 )
@@ -108,6 +109,7 @@ class TokenEndpoint:
                 resource=resource,
                 scopes=scopes,
                 auth_time=payload.get("auth_time"),
+                idp_session=payload.get("idp_session"),
             )
             await families.remember(ctx, family, issued.jti, issued.expires_at)
         await ctx.store.grants.put(
@@ -152,8 +154,19 @@ class TokenEndpoint:
         resource = str(payload["resource"])
         same_resource(resource, form.get("resource", ()))
         scopes = narrowed(parse_scope(_one(form, "scope")), [str(s) for s in payload["scopes"]])
-        new_token = successor(ctx.refresh_key, presented)
+        user_id = str(payload["user_id"])
         now = time.time()
+        user: UserRecord | None = None
+        if not record.revoked and record.expires_at > now:
+            # checked before rotating: an IdP that is briefly unreachable must not cost the
+            # client its refresh token (a retry after the grace window would look like reuse)
+            try:
+                user = await self._active_user(user_id)
+                await self._idp_session_holds(payload.get("idp_session"))
+            except InvalidGrant:
+                await families.revoke(ctx, record.family_id)
+                raise
+        new_token = successor(ctx.refresh_key, presented)
         result = await ctx.store.refresh_tokens.rotate(
             old_hash, digest(new_token), now, ctx.auth.refresh_grace
         )
@@ -167,15 +180,8 @@ class TokenEndpoint:
                 detail="rotated refresh token presented again; family revoked",
             )
             raise InvalidGrant("the refresh token was already used")
-        if result.outcome is RotateOutcome.INVALID:
+        if result.outcome is RotateOutcome.INVALID or user is None:
             raise InvalidGrant("the refresh token is invalid, expired or revoked")
-        user_id = str(payload["user_id"])
-        try:
-            user = await self._active_user(user_id)
-        except InvalidGrant:
-            if result.family_id:
-                await families.revoke(ctx, result.family_id)
-            raise
         response, issued = self._access_token(
             client, user_id, resource, scopes, user=user, auth_time=payload.get("auth_time")
         )
@@ -200,9 +206,11 @@ class TokenEndpoint:
         resource: str,
         scopes: tuple[str, ...],
         auth_time: object,
+        idp_session: object = None,
     ) -> str:
         token = new_opaque()
         payload = {
+            "idp_session": idp_session if isinstance(idp_session, str) else None,
             "client_id": client.client_id,
             "user_id": user_id,
             "resource": resource,
@@ -250,6 +258,16 @@ class TokenEndpoint:
         consent = await self._ctx.store.consents.get(user_id, client.client_id)
         if consent is None or not (set(scopes) <= consent.scopes and resource in consent.resources):
             raise InvalidGrant("the user's consent for this client was withdrawn")
+
+    async def _idp_session_holds(self, session_id: object) -> None:
+        """A grant from an identity-provider sign-in lives only as long as that session."""
+        if not isinstance(session_id, str) or self._ctx.sessions is None:
+            return
+        state = await self._ctx.sessions.check(session_id)
+        if state == "ended":
+            raise InvalidGrant("the sign-in at the identity provider ended; sign in again")
+        if state == "unavailable":
+            raise TemporarilyUnavailable("the identity provider cannot be reached; try again later")
 
     async def _active_user(self, user_id: str) -> UserRecord:
         user = await self._ctx.store.users.get(user_id)

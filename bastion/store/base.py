@@ -10,6 +10,7 @@ from bastion.core.records import (
     AuditRecord,
     ClientRecord,
     ConsentRecord,
+    IdpSession,
     JsonObject,
     RefreshTokenRecord,
     RotateResult,
@@ -77,6 +78,20 @@ class UserStore(Protocol):
         ...
 
     async def set_password_hash(self, user_id: str, password_hash: str | None) -> bool: ...
+
+    async def update_profile(
+        self,
+        user_id: str,
+        *,
+        display_name: str,
+        email: str | None,
+        groups: frozenset[str],
+        attributes: JsonObject,
+    ) -> bool:
+        """Replace those four fields (an IdP user is updated at every sign-in); username,
+        password hash, disabled, source and created_at are left alone. False if there is
+        no such user."""
+        ...
 
     async def delete(self, user_id: str) -> bool: ...
 
@@ -250,6 +265,38 @@ class ThrottleStore(Protocol):
         ...
 
 
+class IdpSessionStore(Protocol):
+    """Sign-ins at enterprise IdPs, by Bastion's own session id. ``sealed_refresh_token`` is
+    opaque text sealed by the caller; the store never sees an IdP token in the clear.
+    Deleting a user does not delete their sessions: call ``delete_for_user`` as well."""
+
+    async def put(self, session: IdpSession) -> None:
+        """Raises ``Conflict`` if the session_id is already stored."""
+        ...
+
+    async def get(self, session_id: str) -> IdpSession | None:
+        """The session, expired or not (the caller compares ``expires_at``)."""
+        ...
+
+    async def update_token(
+        self, session_id: str, sealed_refresh_token: str | None, checked_at: float
+    ) -> bool:
+        """After a re-check at the IdP: store the (possibly rotated) sealed refresh token and
+        when the check happened. False if there is no such session."""
+        ...
+
+    async def delete(self, session_id: str) -> bool: ...
+
+    async def delete_for_user(self, user_id: str, provider: str | None = None) -> int:
+        """Delete every session of ``user_id`` (only those at ``provider``, if given);
+        returns the count."""
+        ...
+
+    async def purge_expired(self, now: float) -> int:
+        """Delete sessions with ``expires_at <= now``; returns the count."""
+        ...
+
+
 class Store(Protocol):
     @property
     def audit(self) -> AuditStore: ...
@@ -280,5 +327,8 @@ class Store(Protocol):
 
     @property
     def throttle(self) -> ThrottleStore: ...
+
+    @property
+    def idp_sessions(self) -> IdpSessionStore: ...
 
     async def close(self) -> None: ...

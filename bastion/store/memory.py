@@ -18,6 +18,7 @@ from bastion.store.memory_authz import (
     MemoryClientStore,
     MemoryConsentStore,
     MemoryGrantStore,
+    MemoryIdpSessionStore,
     MemoryRefreshStore,
     MemoryRevokedTokenStore,
     MemorySigningKeyStore,
@@ -121,6 +122,7 @@ class MemoryStore:
         self._clients = MemoryClientStore()
         self._revoked_tokens = MemoryRevokedTokenStore()
         self._throttle = MemoryThrottleStore()
+        self._idp_sessions = MemoryIdpSessionStore()
 
     @property
     def audit(self) -> MemoryAuditStore:
@@ -161,6 +163,10 @@ class MemoryStore:
     @property
     def throttle(self) -> MemoryThrottleStore:
         return self._throttle
+
+    @property
+    def idp_sessions(self) -> MemoryIdpSessionStore:
+        return self._idp_sessions
 
     async def close(self) -> None:
         return None

@@ -1,5 +1,5 @@
 """In-memory authorization-server state for tests: the same semantics as ``sql_authz``,
-``sql_users``, ``sql_tokens`` and ``sql_throttle``.
+``sql_users``, ``sql_tokens``, ``sql_throttle`` and ``sql_idp``.
 
 No method awaits between reading and writing, so each one is atomic on the event
 loop without a lock (the memory store is never shared between processes). Payloads
@@ -11,11 +11,13 @@ from __future__ import annotations
 import builtins
 import copy
 import dataclasses
+from collections.abc import Callable
 
 from bastion.core.errors import Conflict
 from bastion.core.records import (
     ClientRecord,
     ConsentRecord,
+    IdpSession,
     JsonObject,
     RefreshTokenRecord,
     RotateOutcome,
@@ -66,6 +68,23 @@ class MemoryUserStore:
 
     async def set_password_hash(self, user_id: str, password_hash: str | None) -> bool:
         return self._replace(user_id, password_hash=password_hash)
+
+    async def update_profile(
+        self,
+        user_id: str,
+        *,
+        display_name: str,
+        email: str | None,
+        groups: frozenset[str],
+        attributes: JsonObject,
+    ) -> bool:
+        return self._replace(
+            user_id,
+            display_name=display_name,
+            email=email,
+            groups=frozenset(groups),
+            attributes=copy.deepcopy(attributes),
+        )
 
     async def delete(self, user_id: str) -> bool:
         return self._users.pop(user_id, None) is not None
@@ -306,3 +325,44 @@ class MemoryThrottleStore:
             else:
                 del self._hits[key]
         return purged
+
+
+class MemoryIdpSessionStore:
+    """IdP sign-ins by session id (the records are frozen and hold no mutable values)."""
+
+    def __init__(self) -> None:
+        self._sessions: dict[str, IdpSession] = {}
+
+    async def put(self, session: IdpSession) -> None:
+        if session.session_id in self._sessions:
+            raise Conflict("idp session id already stored")
+        self._sessions[session.session_id] = session
+
+    async def get(self, session_id: str) -> IdpSession | None:
+        return self._sessions.get(session_id)
+
+    async def update_token(
+        self, session_id: str, sealed_refresh_token: str | None, checked_at: float
+    ) -> bool:
+        session = self._sessions.get(session_id)
+        if session is None:
+            return False
+        self._sessions[session_id] = dataclasses.replace(
+            session, sealed_refresh_token=sealed_refresh_token, checked_at=float(checked_at)
+        )
+        return True
+
+    async def delete(self, session_id: str) -> bool:
+        return self._sessions.pop(session_id, None) is not None
+
+    async def delete_for_user(self, user_id: str, provider: str | None = None) -> int:
+        return self._drop(lambda s: s.user_id == user_id and (provider is None or s.provider == provider))
+
+    async def purge_expired(self, now: float) -> int:
+        return self._drop(lambda s: s.expires_at <= now)
+
+    def _drop(self, match: Callable[[IdpSession], bool]) -> int:
+        stale = [sid for sid, s in self._sessions.items() if match(s)]
+        for sid in stale:
+            del self._sessions[sid]
+        return len(stale)

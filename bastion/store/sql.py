@@ -30,6 +30,7 @@ from bastion.store.sql_engine import (
     sqlite_file,
     write_transaction,
 )
+from bastion.store.sql_idp import SqlIdpSessionStore
 from bastion.store.sql_throttle import SqlThrottleStore
 from bastion.store.sql_tokens import SqlRevokedTokenStore
 from bastion.store.sql_users import SqlConsentStore, SqlUserStore
@@ -223,6 +224,7 @@ class SqlStore:
         self._clients = SqlClientStore(engine)
         self._revoked_tokens = SqlRevokedTokenStore(engine)
         self._throttle = SqlThrottleStore(engine)
+        self._idp_sessions = SqlIdpSessionStore(engine)
 
     @property
     def audit(self) -> SqlAuditStore:
@@ -263,6 +265,10 @@ class SqlStore:
     @property
     def throttle(self) -> SqlThrottleStore:
         return self._throttle
+
+    @property
+    def idp_sessions(self) -> SqlIdpSessionStore:
+        return self._idp_sessions
 
     async def close(self) -> None:
         self._audit.close()

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bastion.core.errors import Conflict
-from bastion.core.records import ConsentRecord, UserRecord
+from bastion.core.records import ConsentRecord, JsonObject, UserRecord
 from bastion.store.sql_authz import dialect_insert, dumps
 from bastion.store.sql_engine import write_transaction
 from bastion.store.tables import consents, users
@@ -93,6 +93,23 @@ class SqlUserStore:
 
     async def set_password_hash(self, user_id: str, password_hash: str | None) -> bool:
         return await self._update(user_id, password_hash=password_hash)
+
+    async def update_profile(
+        self,
+        user_id: str,
+        *,
+        display_name: str,
+        email: str | None,
+        groups: frozenset[str],
+        attributes: JsonObject,
+    ) -> bool:
+        return await self._update(
+            user_id,
+            display_name=display_name,
+            email=email,
+            groups=_set_text(groups),
+            attributes=dumps(attributes),
+        )
 
     async def delete(self, user_id: str) -> bool:
         async with write_transaction(self._engine) as conn:

@@ -183,3 +183,18 @@ throttle_hits = sa.Table(
     sa.Column("key", sa.Text, nullable=False),
     sa.Column("ts", sa.Double, nullable=False),
 )
+
+
+# -- sign-ins at enterprise IdPs (revision 0006) ------------------------------------------------
+
+idp_sessions = sa.Table(
+    "idp_sessions",
+    metadata,
+    sa.Column("session_id", sa.Text, primary_key=True),
+    sa.Column("user_id", sa.Text, nullable=False),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("sealed_refresh_token", sa.Text),  # sealed by the caller (AES-GCM), never plaintext
+    sa.Column("auth_time", sa.Double, nullable=False),
+    sa.Column("expires_at", sa.Double, nullable=False),
+    sa.Column("checked_at", sa.Double, nullable=False),
+)

@@ -27,6 +27,7 @@ class BrowserSession:
     browser_id: str
     user_id: str | None = None
     auth_time: float | None = None
+    idp_session: str | None = None  # the identity-provider session of this sign-in, if any
     fresh: bool = False  # not in the request: the response must set it
 
 
@@ -48,6 +49,7 @@ class BrowserSessions:
             browser_id=str(data["b"]),
             user_id=user if isinstance(user, str) else None,
             auth_time=float(at) if isinstance(at, int | float) and user else None,
+            idp_session=str(data["s"]) if isinstance(data.get("s"), str) and user else None,
         )
 
     def write(self, response: Response, session: BrowserSession) -> None:
@@ -55,6 +57,8 @@ class BrowserSessions:
         if session.user_id is not None:
             payload["u"] = session.user_id
             payload["t"] = round(session.auth_time or time.time(), 3)
+            if session.idp_session is not None:
+                payload["s"] = session.idp_session
         value = seal(self._key, payload, PURPOSE)
         response.raw_headers.append(
             (b"set-cookie", cookie_header(self.name, value, secure=self._secure, max_age=int(self._ttl)))

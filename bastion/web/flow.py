@@ -18,7 +18,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -56,6 +57,16 @@ class Pending:
     request: AuthorizationRequest
     browser_id: str
     created_at: float
+    preconsented: bool = False  # allowed on the consent page before signing in at an IdP
+
+
+def permitted_scopes(requested: tuple[str, ...], user: UserRecord) -> tuple[str, ...]:
+    """The requested scopes this user may have: an identity provider's role/group grants can
+    limit them (``allowed_scopes`` in the user's attributes); offline_access is never limited."""
+    allowed = user.attributes.get("allowed_scopes")
+    if not isinstance(allowed, list):
+        return requested
+    return tuple(s for s in requested if s in allowed or s == "offline_access")
 
 
 def page(html: str, status: int = 200) -> HTMLResponse:
@@ -84,10 +95,26 @@ async def read_page_form(request: Request) -> dict[str, str]:
 
 
 class AuthorizationFlow:
-    def __init__(self, ctx: OAuthContext, sessions: BrowserSessions, csrf_key: bytes) -> None:
+    def __init__(
+        self,
+        ctx: OAuthContext,
+        sessions: BrowserSessions,
+        csrf_key: bytes,
+        *,
+        bound_providers: Mapping[str, str] | None = None,
+        only_provider: str | None = None,
+    ) -> None:
         self._ctx = ctx
         self._sessions = sessions
         self._csrf_key = csrf_key
+        self._bound = dict(bound_providers or {})  # resource URL → identity provider name
+        self._only = only_provider  # no password sign-in and one provider: go straight there
+
+    def _login_target(self, pending: Pending) -> str:
+        provider = self._bound.get(pending.request.resource) or self._only
+        if provider is not None:
+            return f"/login/idp/{provider}?request={pending.handle}"
+        return f"/login?request={pending.handle}"
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -105,6 +132,10 @@ class AuthorizationFlow:
         user = await self._ctx.store.users.get(session.user_id)
         return None if user is None or user.disabled else user
 
+    async def pending(self, handle: str | None, session: BrowserSession) -> Pending | None:
+        """The pending authorization request ``handle`` names, if it belongs to this browser."""
+        return await self._pending(handle, session)
+
     async def _pending(self, handle: str | None, session: BrowserSession) -> Pending | None:
         if not handle or len(handle) > MAX_PRESENTED_CHARS:
             return None
@@ -117,6 +148,7 @@ class AuthorizationFlow:
             AuthorizationRequest.from_json(data["request"]),
             session.browser_id,
             float(created) if isinstance(created, int | float) else 0.0,
+            preconsented=data.get("preconsented") is True,
         )
 
     @staticmethod
@@ -179,7 +211,7 @@ class AuthorizationFlow:
         if user is None or ("login" in req.prompt and (session.auth_time or 0) < pending.created_at):
             if "none" in req.prompt:
                 return await self._refuse(pending, OAuthError("login_required"), "login_required")
-            return RedirectResponse(f"/login?request={pending.handle}", 303, headers=_HEADERS)
+            return RedirectResponse(self._login_target(pending), 303, headers=_HEADERS)
         try:
             client = await ctx.registry.find(req.client_id)
         except OAuthError as exc:
@@ -201,7 +233,7 @@ class AuthorizationFlow:
         )
 
     def _consent_view(
-        self, pending: Pending, client: KnownClient, user: UserRecord, session: BrowserSession
+        self, pending: Pending, client: KnownClient, user: UserRecord | None, session: BrowserSession
     ) -> ConsentView:
         req = pending.request
         resource = self._ctx.resources[req.resource].resource
@@ -210,7 +242,7 @@ class AuthorizationFlow:
             action="/consent",
             csrf=self._csrf(session, "consent"),
             request=pending.handle,
-            user=user.display_name or user.username,
+            user=(user.display_name or user.username) if user is not None else "",
             client_name=client.display_name,
             client_id=client.client_id,
             client_source=client.source,
@@ -239,9 +271,10 @@ class AuthorizationFlow:
             "redirect_uri": req.redirect_uri,
             "code_challenge": req.code_challenge,
             "resource": req.resource,
-            "scopes": list(req.scopes),
+            "scopes": list(permitted_scopes(req.scopes, user)),
             "user_id": user.user_id,
             "auth_time": int(session.auth_time or now),
+            "idp_session": session.idp_session,
         }
         await ctx.store.grants.put(CODE_KIND, digest(code), payload, now + ctx.auth.code_ttl)
         ctx.event(
@@ -285,6 +318,11 @@ class AuthorizationFlow:
             client = await ctx.registry.find(req.client_id)
         except OAuthError as exc:
             return message("This application cannot sign in", exc.description)
+        await self.record_consent(user, client, req)
+        return await self._issue_code(pending, client, user, session, status=303)
+
+    async def record_consent(self, user: UserRecord, client: KnownClient, req: AuthorizationRequest) -> None:
+        ctx = self._ctx
         previous = await ctx.store.consents.get(user.user_id, client.client_id)
         scopes, resources = frozenset(req.scopes), frozenset({req.resource})
         # A consent means "these scopes at each of these resources": resources are merged only
@@ -303,7 +341,46 @@ class AuthorizationFlow:
         ctx.event(
             events.CONSENT_GRANTED, client_id=client.client_id, subject=user.user_id, detail=req.resource
         )
-        return await self._issue_code(pending, client, user, session, status=303)
+
+    # -- used by sign-in at an identity provider (bastion.web.federation) --------------------
+
+    async def needs_preconsent(self, pending: Pending) -> KnownClient | None:
+        """The client, when it must be allowed before the browser is sent to an identity
+        provider (every client but trusted pre-registered ones: a proxy with one client id at the
+        IdP must not let any client ride on it unasked), else None."""
+        if pending.preconsented:
+            return None
+        client = await self._ctx.registry.find(pending.request.client_id)
+        return None if client.record.trusted and client.source == "config" else client
+
+    def preconsent_view(
+        self, pending: Pending, client: KnownClient, session: BrowserSession, *, action: str, who: str
+    ) -> str:
+        view = self._consent_view(pending, client, None, session)
+        return render_consent(replace(view, action=action, user=who))
+
+    async def mark_preconsented(self, pending: Pending) -> Pending:
+        grants = self._ctx.store.grants
+        key = digest(pending.handle)
+        data = await grants.consume(PENDING_KIND, key, time.time())
+        if data is None:
+            raise LookupError("the pending request is gone")
+        data["preconsented"] = True
+        await grants.put(PENDING_KIND, key, data, time.time() + self._ctx.auth.request_ttl)
+        return replace(pending, preconsented=True)
+
+    async def refuse(self, pending: Pending, code: str, description: str, *, status: int = 303) -> Response:
+        return await self._refuse(pending, OAuthError(description), code, status=status)
+
+    async def signed_in(self, pending: Pending, session: BrowserSession) -> Response:
+        """Continue after an identity provider signed the user in (``session`` has the user)."""
+        user = await self._user(session)
+        if user is None:
+            return message("Your account is disabled", "Ask your administrator to enable it.", 403)
+        if pending.preconsented:
+            client = await self._ctx.registry.find(pending.request.client_id)
+            await self.record_consent(user, client, pending.request)
+        return await self._resume(pending, session)
 
     def routes(self) -> list[Route]:
         return [

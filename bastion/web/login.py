@@ -12,6 +12,7 @@ password never leaves this function.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -59,12 +60,17 @@ class LoginPages:
         csrf_key: bytes,
         passwords: PasswordSource,
         limits: Login,
+        *,
+        providers: tuple[tuple[str, str], ...] = (),
+        realms: Mapping[str, str] | None = None,
     ) -> None:
         self._ctx = ctx
         self._sessions = sessions
         self._csrf_key = csrf_key
         self._passwords = passwords
         self._limits = limits
+        self._providers = providers  # (name, label) of the identity providers offered
+        self._realms = dict(realms or {})  # e-mail domain → identity provider name
 
     def _view(
         self, session: BrowserSession, handle: str, username: str = "", error: str | None = None
@@ -87,6 +93,24 @@ class LoginPages:
         handle = request.query_params.get("request", "")
         return self._respond(page(render_login(self._view(session, handle))), session)
 
+    async def realm(self, request: Request) -> Response:
+        """Home realm discovery: the e-mail domain picks the identity provider."""
+        session = self._sessions.read(request)
+        form = await read_page_form(request)
+        handle = form.get("request", "")
+        if not csrf_valid(self._csrf_key, session.browser_id, "login", form.get("csrf")):
+            return self._respond(message("Request refused", "The form expired. Try again.", 403), session)
+        email = form.get("email", "").strip()[:256]
+        domain = email.rpartition("@")[2].lower()
+        name = self._realms.get(domain)
+        if not email or name is None:
+            error = (
+                "No sign-in is set up for that e-mail domain. Check the address or ask your administrator."
+            )
+            return self._respond(page(render_login(self._view(session, handle, error=error)), 400), session)
+        target = f"/login/idp/{name}?request={quote(handle, safe='')}&login_hint={quote(email, safe='')}"
+        return RedirectResponse(target, 303, headers=_HEADERS)
+
     async def submit(self, request: Request) -> Response:
         ctx = self._ctx
         session = self._sessions.read(request)
@@ -100,6 +124,10 @@ class LoginPages:
                     403,
                 ),
                 session,
+            )
+        if not self._limits.password:
+            return self._respond(
+                message("Password sign-in is off", "Use your organisation's sign-in.", 403), session
             )
         username = form.get("username", "").strip()[:MAX_USERNAME_CHARS]
         password = form.get("password", "")
@@ -170,6 +198,7 @@ class LoginPages:
         return [
             Route("/login", self.show, methods=["GET"]),
             Route("/login", self.submit, methods=["POST"]),
+            Route("/login/realm", self.realm, methods=["POST"]),
             Route("/login/done", self.done, methods=["GET"]),
             Route("/logout", self.logout_page, methods=["GET"]),
             Route("/logout", self.logout, methods=["POST"]),

@@ -57,9 +57,13 @@ class LoginView:
     error: str | None = None
     client_name: str | None = None
     sources: tuple[tuple[str, str], ...] = ()  # (label, url): "Sign in with <label>"
+    password: bool = True  # show the username/password form
+    realm_action: str | None = None  # show "Work e-mail → Continue" posting here (home realm)
 
     def __post_init__(self) -> None:
         _check_url(self.action, "action")
+        if self.realm_action is not None:
+            _check_url(self.realm_action, "realm_action")
         for _, url in self.sources:
             _check_url(url, "source url")
 
