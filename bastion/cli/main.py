@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from bastion._version import __version__
-from bastion.cli import audit, clients, config, db, grants, keys, serve, users
+from bastion.cli import audit, clients, config, db, grants, idp, keys, serve, users
 
 app = typer.Typer(
     name="bastion",
@@ -22,6 +22,7 @@ app.add_typer(users.app, name="users")
 app.add_typer(grants.app, name="grants")
 app.add_typer(clients.app, name="clients")
 app.add_typer(keys.app, name="keys")
+app.add_typer(idp.app, name="idp")
 app.command()(serve.serve)
 app.command()(serve.demo)
 

@@ -135,6 +135,10 @@ class OidcProvider:
             self._jwks_at = now
         return self._jwks
 
+    async def signing_key_count(self) -> int:
+        """How many keys the IdP publishes (fetched afresh; for ``bastion idp test``)."""
+        return len((await self._keys(refresh=True)).keys)
+
     # -- the authorization request -----------------------------------------------------------
 
     async def authorization_url(
@@ -264,6 +268,25 @@ class OidcProvider:
             }
         )
         return _token_set(body)
+
+    async def probe_client_authentication(self) -> str:
+        """Present Bastion's client credentials with a made-up code: an IdP checks the client
+        before the code, so ``invalid_grant`` means the credentials work and ``invalid_client``
+        means they do not (for ``bastion idp test``)."""
+        try:
+            await self._token_request(
+                {
+                    "grant_type": "authorization_code",
+                    "code": "bastion-probe-" + secrets.token_urlsafe(8),
+                    "redirect_uri": self.redirect_uri,
+                    "code_verifier": secrets.token_urlsafe(48),
+                }
+            )
+        except InvalidIdpGrant:
+            return "invalid_grant"
+        except IdpError as exc:
+            return exc.detail
+        return "accepted"
 
     async def refresh(self, refresh_token: str) -> TokenSet:
         return _token_set(
