@@ -1,0 +1,496 @@
+// A real OpenID Provider for Bastion's enterprise-IdP federation tests: panva's oidc-provider
+// (pinned in package.json), configured like Microsoft Entra ID:
+//   * no dynamic client registration (no registration_endpoint), static confidential clients
+//     (client_secret_basic / client_secret_post / private_key_jwt), PKCE (S256) required;
+//   * a tenant-style issuer path (http://127.0.0.1:PORT/tenant-a/v2.0); discovery at
+//     <issuer>/.well-known/openid-configuration, like Entra;
+//   * ID tokens carry sub, email, name, preferred_username, groups, roles (app roles), tid, oid,
+//     ver, azp and nonce; groups overage as `_claim_names`/`_claim_sources`;
+//   * optionally (reject_resource) any RFC 8707 `resource` parameter is refused with
+//     invalid_target / AADSTS9010010, at the authorization and at the token endpoint;
+//   * refresh tokens when `offline_access` is asked for (without needing prompt=consent, like
+//     Entra); a user disabled through the admin endpoint can no longer refresh (invalid_grant,
+//     AADSTS50057).
+// Plain HTML sign-in and consent pages (fields `login`, `password`; a consent form; a
+// `<a id="cancel">` link that answers access_denied) that a headless form driver can submit.
+//
+// Configured by one JSON environment variable, IDP_CONFIG:
+//   port                 TCP port on 127.0.0.1 (required)
+//   issuer               default http://127.0.0.1:<port><issuer_path>
+//   issuer_path          default "" (used only when issuer is not given)
+//   clients              [{client_id, client_secret | jwks, redirect_uris, token_endpoint_auth_method, ...}]
+//   users                {login: {sub, email, name, groups, roles, tid, oid, password, disabled, groups_overage}}
+//   tenant_id            default `tid` for users without one
+//   reject_resource      default true
+//   resource_scope       scopes of the JWT access token minted for a `resource` (reject_resource=false)
+//   groups_overage       [login, ...] users whose groups come as _claim_names/_claim_sources
+//   id_token_ttl         seconds (default 3600); access_token_ttl likewise; refresh_token_ttl (14 days)
+//   refresh              issue refresh tokens for offline_access (default true)
+//   consent              show the consent page (default true); false = admin-consented app
+//   scopes               extra scope names to accept
+//   client_auth_methods  token endpoint auth methods (default Entra's: post, private_key_jwt, basic)
+//   delay_ms             sleep before answering delay_endpoints (default discovery, jwks, token)
+//   authorization_response_iss  RFC 9207 `iss` in the authorization response (default true)
+//   id_token_claims      {claim: value|null} overwrite/remove claims of issued ID tokens
+//   id_token_header      {field: value} overwrite JOSE header fields (e.g. kid)
+//   id_token_bad_signature  sign ID tokens with a key that is not in the JWKS (same kid)
+//   id_token_time_offset    seconds added to iat and exp of issued ID tokens
+// The settings from `reject_resource` on can also be changed at run time (POST /__admin/settings).
+//
+// Admin endpoints (origin root, not under the issuer path):
+//   GET  /__admin/health                   {ok, issuer}
+//   GET  /__admin/settings                 current mutable settings
+//   POST /__admin/settings                 JSON object merged into them
+//   POST /__admin/users/<login>/disable    user can neither sign in nor refresh
+//   POST /__admin/users/<login>/enable
+//   PUT  /__admin/users/<login>            JSON claims: add or replace a user
+//
+// Prints `READY <issuer>` on stdout once listening.
+import crypto from 'node:crypto';
+import http from 'node:http';
+
+import Provider, { errors } from 'oidc-provider';
+
+const config = JSON.parse(process.env.IDP_CONFIG ?? '{}');
+if (!config.port) throw new Error('IDP_CONFIG.port is required');
+const PORT = Number(config.port);
+const BASE = `http://127.0.0.1:${PORT}`;
+const ISSUER = config.issuer ?? `${BASE}${config.issuer_path ?? ''}`;
+const PREFIX = new URL(ISSUER).pathname.replace(/\/$/, '');
+
+const users = new Map(Object.entries(config.users ?? {}).map(([login, u]) => [login, { ...u }]));
+const overage = new Set(config.groups_overage ?? []);
+
+// Run-time switches (POST /__admin/settings).
+const settings = {
+  reject_resource: config.reject_resource ?? true,
+  resource_scope: config.resource_scope ?? 'mcp:read mcp:write',
+  consent: config.consent ?? true,
+  refresh: config.refresh ?? true,
+  delay_ms: config.delay_ms ?? 0,
+  delay_endpoints: config.delay_endpoints ?? ['discovery', 'jwks', 'token'],
+  authorization_response_iss: config.authorization_response_iss ?? true,
+  id_token_claims: config.id_token_claims ?? {},
+  id_token_header: config.id_token_header ?? {},
+  id_token_bad_signature: config.id_token_bad_signature ?? false,
+  id_token_time_offset: config.id_token_time_offset ?? 0,
+};
+
+// ------------------------------------------------------------------------------ keys
+function rsaKey() {
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return privateKey;
+}
+const signingKey = rsaKey();
+const KID = crypto.randomBytes(8).toString('hex');
+const signingJwk = { ...signingKey.export({ format: 'jwk' }), kid: KID, alg: 'RS256', use: 'sig' };
+let rogueKey; // for id_token_bad_signature: a key the JWKS does not have
+
+function b64json(obj) {
+  return Buffer.from(JSON.stringify(obj)).toString('base64url');
+}
+function fromB64json(s) {
+  return JSON.parse(Buffer.from(s, 'base64url').toString('utf8'));
+}
+
+// Rewrite an ID token the provider issued (tampering switches), re-signed with RS256.
+function tamperIdToken(token) {
+  const s = settings;
+  const active = s.id_token_bad_signature || s.id_token_time_offset
+    || Object.keys(s.id_token_claims).length || Object.keys(s.id_token_header).length;
+  if (!active) return token;
+  const [h, p] = token.split('.');
+  const header = { ...fromB64json(h), alg: 'RS256' };
+  const payload = fromB64json(p);
+  for (const [k, v] of Object.entries(s.id_token_header)) {
+    if (v === null) delete header[k]; else header[k] = v;
+  }
+  for (const [k, v] of Object.entries(s.id_token_claims)) {
+    if (v === null) delete payload[k]; else payload[k] = v;
+  }
+  if (s.id_token_time_offset) {
+    for (const k of ['iat', 'exp', 'nbf', 'auth_time']) {
+      if (typeof payload[k] === 'number') payload[k] += Number(s.id_token_time_offset);
+    }
+  }
+  const input = `${b64json(header)}.${b64json(payload)}`;
+  const key = s.id_token_bad_signature ? (rogueKey ??= rsaKey()) : signingKey;
+  return `${input}.${crypto.sign('sha256', Buffer.from(input), key).toString('base64url')}`;
+}
+
+// ------------------------------------------------------------------------------ accounts
+const NOT_CLAIMS = new Set(['password', 'disabled', 'groups_overage']);
+const STANDARD_CLAIMS = ['sub', 'email', 'email_verified', 'name', 'preferred_username', 'groups', 'roles',
+  'tid', 'oid', 'ver', 'azp'];
+const claimNames = new Set(STANDARD_CLAIMS);
+for (const u of users.values()) Object.keys(u).filter((k) => !NOT_CLAIMS.has(k)).forEach((k) => claimNames.add(k));
+
+function oidFor(login) {
+  const h = crypto.createHash('sha256').update(`oid:${login}`).digest('hex');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-4${h.slice(13, 16)}-a${h.slice(17, 20)}-${h.slice(20, 32)}`;
+}
+function subOf(login, user) {
+  return user.sub ?? login;
+}
+function loginOfSub(sub) {
+  for (const [login, u] of users) if (subOf(login, u) === sub) return login;
+  return undefined;
+}
+
+function claimsOf(login, user, use, client) {
+  const c = {};
+  for (const [k, v] of Object.entries(user)) if (!NOT_CLAIMS.has(k)) c[k] = v;
+  c.sub = subOf(login, user);
+  c.oid ??= oidFor(login);
+  if (config.tenant_id && c.tid === undefined) c.tid = config.tenant_id;
+  c.preferred_username ??= c.email ?? login;
+  c.ver = '2.0';
+  if (use === 'id_token' && client) c.azp = client.clientId;
+  if (user.groups_overage || overage.has(login)) {
+    delete c.groups;
+    c._claim_names = { groups: 'src1' };
+    c._claim_sources = { src1: { endpoint: `https://graph.microsoft.com/v1.0/users/${c.oid}/getMemberObjects` } };
+  }
+  return c;
+}
+
+async function findAccount(ctx, sub) {
+  const login = loginOfSub(sub);
+  const user = login === undefined ? undefined : users.get(login);
+  if (!user) return undefined;
+  if (user.disabled) {
+    if (ctx?.oidc?.route === 'token') {
+      throw new errors.CustomOIDCProviderError('invalid_grant', 'AADSTS50057: The user account is disabled.');
+    }
+    return undefined; // an existing session no longer counts: back to the sign-in page
+  }
+  const client = ctx?.oidc?.client;
+  return { accountId: sub, claims: async (use) => claimsOf(login, user, use, client) };
+}
+
+// ------------------------------------------------------------------------------ provider
+const AADSTS9010010 = "AADSTS9010010: The resource parameter provided in the request doesn't match with the requested scopes.";
+
+const clients = (config.clients ?? []).map((c) => {
+  const out = Object.fromEntries(Object.entries(c).filter(([k]) => !k.startsWith('_') && k !== 'private_key_pem'));
+  out.grant_types ??= ['authorization_code', 'refresh_token'];
+  out.response_types ??= ['code'];
+  out.token_endpoint_auth_method ??= out.jwks ? 'private_key_jwt' : 'client_secret_basic';
+  return out;
+});
+
+const provider = new Provider(ISSUER, {
+  clients,
+  jwks: { keys: [signingJwk] },
+  findAccount,
+  claims: {
+    openid: [...claimNames],
+    email: ['email', 'email_verified'],
+    profile: ['name', 'preferred_username'],
+  },
+  conformIdTokenClaims: false, // Entra puts the claims in the ID token, not only in userinfo
+  scopes: ['openid', 'offline_access', 'email', 'profile', ...(config.scopes ?? [])],
+  responseTypes: ['code'],
+  clientAuthMethods: config.client_auth_methods ?? ['client_secret_post', 'private_key_jwt', 'client_secret_basic'],
+  pkce: { required: () => true },
+  cookies: { keys: [crypto.randomBytes(16).toString('hex')] },
+  ttl: {
+    IdToken: Number(config.id_token_ttl ?? 3600),
+    AccessToken: Number(config.access_token_ttl ?? 3600),
+    RefreshToken: Number(config.refresh_token_ttl ?? 14 * 86400),
+    Grant: 14 * 86400,
+    Session: 86400,
+    Interaction: 600,
+  },
+  rotateRefreshToken: true, // Entra hands out a new refresh token on every refresh
+  issueRefreshToken: async (ctx, client, code) => settings.refresh
+    && client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
+  interactions: { url: (ctx, interaction) => `${PREFIX}/interaction/${interaction.uid}` },
+  features: {
+    registration: { enabled: false }, // like Entra: no registration_endpoint
+    devInteractions: { enabled: false },
+    introspection: { enabled: false },
+    revocation: { enabled: false },
+    rpInitiatedLogout: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => undefined,
+      useGrantedResource: () => true,
+      getResourceServerInfo: (ctx, resource) => {
+        if (settings.reject_resource) throw new errors.CustomOIDCProviderError('invalid_target', AADSTS9010010);
+        return {
+          scope: settings.resource_scope,
+          audience: resource,
+          accessTokenFormat: 'jwt',
+          accessTokenTTL: Number(config.access_token_ttl ?? 3600),
+          jwt: { sign: { alg: 'RS256' } },
+        };
+      },
+    },
+  },
+});
+provider.on('server_error', (ctx, err) => console.error('server_error', err));
+const providerCallback = provider.callback();
+
+// ------------------------------------------------------------------------------ HTML pages
+const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (ch) => `&#${ch.charCodeAt(0)};`);
+
+function page(res, status, title, body) {
+  const html = `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title></head>
+<body><main>
+${body}
+</main></body></html>`;
+  res.writeHead(status, {
+    'content-type': 'text/html; charset=utf-8',
+    'cache-control': 'no-store',
+    'content-length': Buffer.byteLength(html),
+  });
+  res.end(html);
+}
+
+function loginPage(res, uid, details, error, status = 200) {
+  const base = `${PREFIX}/interaction/${uid}`;
+  const hint = details.params.login_hint ?? '';
+  page(res, status, 'Sign in to your account', `<h1>Sign in</h1>
+<p>to continue to <b>${esc(details.params.client_id)}</b></p>
+${error ? `<p class="error" id="error" role="alert">${esc(error)}</p>` : ''}
+<form method="post" action="${esc(base)}/login" autocomplete="off">
+<label>Email or login <input type="text" name="login" value="${esc(hint)}" required autofocus></label>
+<label>Password <input type="password" name="password"></label>
+<button type="submit">Sign in</button>
+</form>
+<p><a id="cancel" href="${esc(base)}/abort">Cancel</a></p>`);
+}
+
+function consentPage(res, uid, details) {
+  const base = `${PREFIX}/interaction/${uid}`;
+  const scopes = (details.params.scope ?? '').split(' ').filter(Boolean);
+  page(res, 200, 'Permissions requested', `<h1>Permissions requested</h1>
+<p><b>${esc(details.params.client_id)}</b> would like to:</p>
+<ul>${scopes.map((s) => `<li>${esc(s)}</li>`).join('')}</ul>
+<form method="post" action="${esc(base)}/confirm">
+<input type="hidden" name="prompt" value="consent">
+<button type="submit" name="accept" value="yes">Accept</button>
+</form>
+<p><a id="cancel" href="${esc(base)}/abort">Cancel</a></p>`);
+}
+
+async function readBody(req) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function finishConsent(req, res, details) {
+  const { prompt: { details: missing }, params, session } = details;
+  const grant = details.grantId
+    ? await provider.Grant.find(details.grantId)
+    : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
+  if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+  if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+  for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes ?? {})) {
+    grant.addResourceScope(indicator, scopes.join(' '));
+  }
+  const grantId = await grant.save();
+  await provider.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+}
+
+async function interaction(req, res, uid, action) {
+  let details;
+  try {
+    details = await provider.interactionDetails(req, res);
+  } catch (err) {
+    page(res, 400, 'Sign-in error', `<h1>Sign-in error</h1><p id="error">${esc(err.error_description ?? err.message)}</p>`);
+    return;
+  }
+  if (details.uid !== uid) {
+    page(res, 400, 'Sign-in error', '<h1>Sign-in error</h1><p id="error">interaction mismatch</p>');
+    return;
+  }
+  const prompt = details.prompt.name;
+  if (action === 'abort') {
+    await provider.interactionFinished(req, res, {
+      error: 'access_denied',
+      error_description: 'AADSTS65004: User declined to consent to access the app.',
+    }, { mergeWithLastSubmission: false });
+    return;
+  }
+  if (action === '' && req.method === 'GET') {
+    if (prompt === 'login') return loginPage(res, uid, details);
+    if (prompt === 'consent') {
+      if (!settings.consent) return finishConsent(req, res, details);
+      return consentPage(res, uid, details);
+    }
+    return page(res, 501, 'Not implemented', `<p id="error">prompt ${esc(prompt)}</p>`);
+  }
+  if (req.method !== 'POST') return page(res, 405, 'Method not allowed', '<p id="error">POST only</p>');
+  const form = new URLSearchParams(await readBody(req));
+  if (action === 'login' && prompt === 'login') {
+    const login = (form.get('login') ?? '').trim();
+    const user = users.get(login);
+    if (!user) return loginPage(res, uid, details, "AADSTS50034: The user account doesn't exist in this directory.");
+    if (user.password !== undefined && form.get('password') !== user.password) {
+      return loginPage(res, uid, details, 'AADSTS50126: Invalid username or password.');
+    }
+    if (user.disabled) return loginPage(res, uid, details, 'AADSTS50057: The user account is disabled.');
+    await provider.interactionFinished(req, res, { login: { accountId: subOf(login, user) } }, {
+      mergeWithLastSubmission: false,
+    });
+    return undefined;
+  }
+  if (action === 'confirm' && prompt === 'consent') return finishConsent(req, res, details);
+  return page(res, 400, 'Sign-in error', `<p id="error">unexpected ${esc(action)} for prompt ${esc(prompt)}</p>`);
+}
+
+// ------------------------------------------------------------------------------ plumbing
+function sendJson(res, status, obj) {
+  const body = JSON.stringify(obj);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+}
+
+// Buffer what the provider writes and let `transform` rewrite a JSON body.
+function rewriteJson(res, transform) {
+  const chunks = [];
+  const end = res.end.bind(res);
+  res.write = (chunk, encoding) => {
+    if (chunk) chunks.push(Buffer.from(chunk, typeof encoding === 'string' ? encoding : undefined));
+    return true;
+  };
+  res.end = (chunk, encoding, cb) => {
+    if (chunk && typeof chunk !== 'function') {
+      chunks.push(Buffer.from(chunk, typeof encoding === 'string' ? encoding : undefined));
+    }
+    let body = Buffer.concat(chunks);
+    try {
+      const out = transform(JSON.parse(body.toString('utf8')));
+      if (out !== undefined) body = Buffer.from(JSON.stringify(out));
+    } catch {
+      // not JSON: pass through untouched
+    }
+    if (!res.headersSent) res.setHeader('content-length', body.length);
+    return end(body, typeof cb === 'function' ? cb : undefined);
+  };
+}
+
+// RFC 9207 switched off: drop `iss` from redirects back to clients.
+function stripIssFromRedirects(res) {
+  const setHeader = res.setHeader.bind(res);
+  res.setHeader = (name, value) => {
+    if (String(name).toLowerCase() === 'location' && typeof value === 'string' && !value.startsWith(BASE)) {
+      try {
+        const u = new URL(value);
+        if (u.searchParams.has('iss')) {
+          u.searchParams.delete('iss');
+          return setHeader(name, u.href);
+        }
+      } catch {
+        // relative location: ours
+      }
+    }
+    return setHeader(name, value);
+  };
+}
+
+function endpointOf(sub) {
+  if (sub === '/.well-known/openid-configuration') return 'discovery';
+  if (sub === '/jwks') return 'jwks';
+  if (sub === '/token') return 'token';
+  if (sub === '/auth' || sub.startsWith('/auth/')) return 'authorization';
+  return undefined;
+}
+
+async function admin(req, res, path) {
+  if (path === '/__admin/health') return sendJson(res, 200, { ok: true, issuer: ISSUER });
+  if (path === '/__admin/settings') {
+    if (req.method === 'POST') {
+      const patch = JSON.parse((await readBody(req)) || '{}');
+      for (const [k, v] of Object.entries(patch)) {
+        if (!(k in settings)) return sendJson(res, 400, { error: `unknown setting ${k}` });
+        settings[k] = v;
+      }
+    }
+    return sendJson(res, 200, settings);
+  }
+  const m = path.match(/^\/__admin\/users\/([^/]+)(?:\/(disable|enable))?$/);
+  if (m) {
+    const login = decodeURIComponent(m[1]);
+    if (!m[2] && req.method === 'PUT') {
+      users.set(login, JSON.parse((await readBody(req)) || '{}'));
+      return sendJson(res, 200, { login, ...users.get(login) });
+    }
+    const user = users.get(login);
+    if (!user) return sendJson(res, 404, { error: `no user ${login}` });
+    if (m[2] && req.method === 'POST') {
+      user.disabled = m[2] === 'disable';
+      return sendJson(res, 200, { login, disabled: user.disabled });
+    }
+    if (!m[2] && req.method === 'GET') return sendJson(res, 200, { login, ...user });
+  }
+  return sendJson(res, 404, { error: 'not found' });
+}
+
+const server = http.createServer(async (req, res) => {
+  try {
+    const url = new URL(req.url, BASE);
+    const path = url.pathname;
+    if (path.startsWith('/__admin/')) return await admin(req, res, path);
+    if (PREFIX && path !== PREFIX && !path.startsWith(`${PREFIX}/`)) return sendJson(res, 404, { error: 'not found' });
+    const sub = path.slice(PREFIX.length) || '/';
+
+    const im = sub.match(/^\/interaction\/([^/]+)(?:\/(login|confirm|abort))?$/);
+    if (im) return await interaction(req, res, im[1], im[2] ?? '');
+
+    const endpoint = endpointOf(sub);
+    if (settings.delay_ms > 0 && settings.delay_endpoints.includes(endpoint)) {
+      await new Promise((resolve) => { setTimeout(resolve, settings.delay_ms); });
+    }
+    if (endpoint === 'authorization' && req.method === 'GET') {
+      // Entra issues refresh tokens for offline_access without prompt=consent; oidc-provider
+      // (OIDC Core 11) drops offline_access unless prompt has consent, so ask for it here.
+      const scope = (url.searchParams.get('scope') ?? '').split(' ');
+      const prompt = (url.searchParams.get('prompt') ?? '').split(' ').filter(Boolean);
+      if (scope.includes('offline_access') && !prompt.includes('consent') && !prompt.includes('none')) {
+        url.searchParams.set('prompt', [...prompt, 'consent'].join(' '));
+      }
+    }
+    if (endpoint === 'token') {
+      rewriteJson(res, (body) => {
+        if (body.id_token) return { ...body, id_token: tamperIdToken(body.id_token) };
+        // a code or refresh token redeemed with a `resource` (any invalid_target means one was sent)
+        if (body.error === 'invalid_target' && settings.reject_resource) {
+          return { ...body, error_description: AADSTS9010010 };
+        }
+        return undefined;
+      });
+    }
+    if (endpoint === 'discovery' && !settings.authorization_response_iss) {
+      rewriteJson(res, (body) => {
+        delete body.authorization_response_iss_parameter_supported;
+        return body;
+      });
+    }
+    if (!settings.authorization_response_iss) stripIssFromRedirects(res);
+
+    req.originalUrl = `${path}${url.search}`; // lets oidc-provider see its mount path
+    req.url = `${sub}${url.search}`;
+    return providerCallback(req, res);
+  } catch (err) {
+    console.error(err);
+    if (!res.headersSent) sendJson(res, 500, { error: 'server_error', error_description: String(err) });
+    else res.destroy();
+  }
+  return undefined;
+});
+
+server.listen(PORT, '127.0.0.1', () => {
+  console.log(`READY ${ISSUER}`);
+});
+
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => {
+    server.close();
+    process.exit(0);
+  });
+}
