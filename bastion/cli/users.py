@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bastion.cli.clients import print_table
 from bastion.cli.common import DEFAULT_CONFIG, ConfigOption, console, load_settings
 from bastion.core.records import UserRecord
 from bastion.idp.users import LocalUsers, UserError
@@ -121,11 +122,16 @@ def list_users(config: ConfigOption = DEFAULT_CONFIG) -> None:
     table = Table("username", "display name", "groups", "attributes", "source", "state")
     for user in records:
         state = "disabled" if user.disabled else "active"
-        attributes = ", ".join(f"{k}={v}" for k, v in sorted(user.attributes.items()))
+        # what the admin set; what an identity provider sent (idp_*) is kept but not listed
+        attributes = ", ".join(
+            f"{k}={v}"
+            for k, v in sorted(user.attributes.items())
+            if not k.startswith("idp") and k != "allowed_scopes"
+        )
         table.add_row(
             user.username, user.display_name, ", ".join(sorted(user.groups)), attributes, user.source, state
         )
-    out.print(table)
+    print_table(table)
 
 
 @app.command("passwd")

@@ -75,12 +75,17 @@ class LoginPages:
     def _view(
         self, session: BrowserSession, handle: str, username: str = "", error: str | None = None
     ) -> LoginView:
+        handle = handle[:MAX_PRESENTED_CHARS]
+        request = quote(handle, safe="")
         return LoginView(
             action="/login",
             csrf=csrf_token(self._csrf_key, session.browser_id, "login"),
-            request=handle[:MAX_PRESENTED_CHARS],
+            request=handle,
             username=username[:MAX_USERNAME_CHARS],
             error=error,
+            sources=tuple((label, f"/login/idp/{name}?request={request}") for name, label in self._providers),
+            password=self._limits.password,
+            realm_action="/login/realm" if self._realms else None,
         )
 
     def _respond(self, response: Response, session: BrowserSession) -> Response:
