@@ -62,7 +62,10 @@ def _lock_out(username: str, *, delete: bool) -> Callable[[Store], Awaitable[int
             await users.remove(username)  # UserError for an unknown user
         else:
             await users.set_disabled(username, True)
-        return await store.refresh_tokens.revoke_for(user.user_id) if user is not None else 0
+        if user is None:
+            return 0
+        await store.idp_sessions.delete_for_user(user.user_id)  # their IdP sign-ins end too
+        return await store.refresh_tokens.revoke_for(user.user_id)
 
     return action
 

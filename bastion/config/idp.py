@@ -100,6 +100,15 @@ class IdentityProvider(ConfigModel):
     email_domains: list[str] = Field(
         default_factory=list, description="Users with these e-mail domains are sent to this IdP (home realm)."
     )
+    recheck_interval: float = Field(
+        300.0,
+        ge=0,
+        description=(
+            "Seconds between checks of the user at the IdP (with its refresh token) when MCP clients "
+            "refresh; a user disabled at the IdP loses access within this time plus the access-token "
+            "lifetime."
+        ),
+    )
     max_session_lifetime: float = Field(
         7 * 86400.0,
         gt=0,

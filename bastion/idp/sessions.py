@@ -3,7 +3,7 @@ every Bastion refresh token of that sign-in points to.
 
 At each refresh the session is checked: past ``max_session_lifetime`` it is over; when the IdP
 gave a refresh token (kept sealed with AES-256-GCM under a key derived from the master key,
-bound to the session id) Bastion uses it at most every ``RECHECK_S`` seconds — if the IdP
+bound to the session id) Bastion uses it at most every ``recheck_interval`` seconds — if the IdP
 answers ``invalid_grant`` (user disabled or signed out there) the session ends and the MCP
 client's refresh fails with ``invalid_grant``. An unreachable IdP makes the refresh fail
 temporarily without ending anything. A provider removed from the configuration ends its
@@ -25,18 +25,14 @@ from bastion.idp.oidc import IdpError, InvalidIdpGrant, OidcProvider
 from bastion.store import Store
 
 log = logging.getLogger("bastion.idp")
-RECHECK_S = 300.0
 SessionState = Literal["ok", "ended", "unavailable"]
 
 
 class IdpSessions:
-    def __init__(
-        self, store: Store, providers: Mapping[str, OidcProvider], key: bytes, *, recheck_s: float = RECHECK_S
-    ) -> None:
+    def __init__(self, store: Store, providers: Mapping[str, OidcProvider], key: bytes) -> None:
         self._store = store
         self._providers = providers
         self._key = key
-        self._recheck = recheck_s
 
     async def start(
         self, *, user_id: str, provider: str, refresh_token: str | None, lifetime_s: float
@@ -72,7 +68,8 @@ class IdpSessions:
         if session.expires_at <= now or provider is None:
             await sessions.delete(session_id)
             return "ended"
-        if session.sealed_refresh_token is None or now - session.checked_at < self._recheck:
+        recheck = provider.provider.config.recheck_interval
+        if session.sealed_refresh_token is None or now - session.checked_at < recheck:
             return "ok"
         token = open_text(self._key, session.sealed_refresh_token, session_id)
         if token is None:

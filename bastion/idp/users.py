@@ -84,6 +84,10 @@ class LocalUsers:
         return await self._store.list()
 
     async def find(self, username: str) -> UserRecord | None:
+        """A user by name: built-in names case-insensitively; users from an identity provider by
+        their ``<idp>:<email or subject>`` name (never a password sign-in: they have no password)."""
+        if ":" in username:
+            return await self._store.get_by_username(username.strip().lower()[:256])
         try:
             return await self._store.get_by_username(normalize_username(username))
         except UserError:

@@ -13,7 +13,13 @@ import httpx2
 import jwt
 import pytest
 
-from tests.support.federation import Federation, bastion_with_entra, sign_in_via_idp, through_bastion_to_idp
+from tests.support.federation import (
+    ALICE,
+    Federation,
+    bastion_with_entra,
+    sign_in_via_idp,
+    through_bastion_to_idp,
+)
 from tests.support.gateway import BASTION, venv_env
 from tests.support.idp import require_idp_packages
 from tests.support.oauth import authorize_url, exchange_code, list_tools, pkce, query_of
@@ -27,9 +33,15 @@ REDIRECT = "http://127.0.0.1:53682/callback"
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     require_idp_packages()
     tmp: Path = tmp_path_factory.mktemp("federation")
+    users = {
+        "alice": ALICE,
+        "carol": {**ALICE, "sub": "carol-sub", "oid": "oid-carol", "email": "carol@contoso.com"},
+    }
     with (
         recording_upstream() as upstream,
-        bastion_with_entra(tmp, [{"name": "a", "http": {"url": upstream.url}}]) as f,
+        bastion_with_entra(
+            tmp, [{"name": "a", "http": {"url": upstream.url}}], users=users, provider={"recheck_interval": 0}
+        ) as f,
     ):
         yield f
 
@@ -136,3 +148,39 @@ async def test_cancel_at_the_idp_is_access_denied_for_the_client(
     final = await sign_in_via_idp(http, fed, url, cancel=True)
     assert final.status_code in (302, 303), final.text[:300]
     assert query_of(final.headers["location"])["error"] == "access_denied"
+
+
+async def _signed_in_tokens(
+    http: httpx2.AsyncClient, fed: Federation, login: str
+) -> tuple[str, dict[str, str]]:
+    client_id = await _register(http, fed)
+    resource = fed.gateway.url("a")
+    proof = pkce()
+    url = authorize_url(fed.gateway.base, client_id=client_id, resource=resource, challenge=proof.challenge)
+    final = await sign_in_via_idp(http, fed, url, login=login)
+    code = query_of(final.headers["location"])["code"]
+    tokens = await exchange_code(
+        http, fed.gateway.base, code=code, verifier=proof.verifier, client_id=client_id, resource=resource
+    )
+    assert tokens.status_code == 200, tokens.text
+    return client_id, tokens.json()
+
+
+async def test_a_user_disabled_at_the_idp_cannot_refresh(fed: Federation, http: httpx2.AsyncClient) -> None:
+    client_id, tokens = await _signed_in_tokens(http, fed, "carol")
+    fed.idp.disable("carol")
+    try:
+        refreshed = await http.post(
+            f"{fed.gateway.base}/token",
+            data={
+                "grant_type": "refresh_token",
+                "refresh_token": tokens["refresh_token"],
+                "client_id": client_id,
+            },
+        )
+    finally:
+        fed.idp.enable("carol")
+    assert refreshed.status_code == 400, refreshed.text
+    assert refreshed.json()["error"] == "invalid_grant"
+    # the family is gone: the access token it issued last is refused too
+    assert (await list_tools(http, fed.gateway.url("a"), tokens["access_token"])).status_code == 401
