@@ -146,7 +146,10 @@ async def build_authority(settings: Settings, store: Store, audit: AuditSink) ->
     csrf_key = derive_key(master, "csrf")
     bound = {f"{issuer}/mcp/{u.name}": u.identity_provider for u in settings.upstreams if u.identity_provider}
     only = next(iter(providers)) if len(providers) == 1 and not auth.login.password else None
-    flow = AuthorizationFlow(ctx, sessions, csrf_key, bound_providers=bound, only_provider=only)
+    realms = {d: p.name for p in settings.identity_providers for d in p.email_domains}
+    flow = AuthorizationFlow(
+        ctx, sessions, csrf_key, bound_providers=bound, only_provider=only, realms=realms
+    )
     login = LoginPages(
         ctx,
         sessions,
@@ -154,7 +157,7 @@ async def build_authority(settings: Settings, store: Store, audit: AuditSink) ->
         LocalUsers(store.users),
         auth.login,
         providers=tuple((name, p.provider.label) for name, p in providers.items()),
-        realms={d: p.name for p in settings.identity_providers for d in p.email_domains},
+        realms=realms,
     )
     federation = FederatedLogin(
         ctx, sessions=sessions, csrf_key=csrf_key, flow=flow, providers=providers, idp_sessions=idp_sessions

@@ -54,6 +54,7 @@ class AuthorizationRequest:
     resource: str
     scopes: tuple[str, ...]
     prompt: tuple[str, ...] = ()  # OIDC prompt values Bastion honours: login, consent, none
+    login_hint: str | None = None  # OIDC: who is signing in (routes to an IdP by e-mail domain)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +69,7 @@ class AuthorizationRequest:
             resource=str(data["resource"]),
             scopes=tuple(str(s) for s in data.get("scopes", ())),
             prompt=tuple(str(p) for p in data.get("prompt", ())),
+            login_hint=str(data["login_hint"]) if data.get("login_hint") else None,
         )
 
 
@@ -144,6 +146,9 @@ async def parse_authorization_request(
         requested = parse_scope(require_single(query.get("scope", ()), "scope"))
         granted = grant_scopes(requested, known=scopes, client_scope=client.record.scope)
         prompt = tuple((require_single(query.get("prompt", ()), "prompt") or "").split())
+        login_hint = require_single(query.get("login_hint", ()), "login_hint")
+        if login_hint is not None and (len(login_hint) > 256 or not login_hint.isprintable()):
+            raise InvalidRequest("login_hint is too long or not printable")
         if not set(prompt) <= PROMPTS or ("none" in prompt and len(prompt) > 1):
             raise InvalidRequest("prompt must be none, login, consent or login consent")
     except OAuthError as exc:
@@ -157,4 +162,5 @@ async def parse_authorization_request(
         resource=resource,
         scopes=granted,
         prompt=prompt,
+        login_hint=login_hint or None,
     )

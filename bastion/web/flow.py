@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -103,18 +103,23 @@ class AuthorizationFlow:
         *,
         bound_providers: Mapping[str, str] | None = None,
         only_provider: str | None = None,
+        realms: Mapping[str, str] | None = None,
     ) -> None:
         self._ctx = ctx
         self._sessions = sessions
         self._csrf_key = csrf_key
         self._bound = dict(bound_providers or {})  # resource URL → identity provider name
         self._only = only_provider  # no password sign-in and one provider: go straight there
+        self._realms = dict(realms or {})  # e-mail domain → identity provider name
 
     def _login_target(self, pending: Pending) -> str:
-        provider = self._bound.get(pending.request.resource) or self._only
-        if provider is not None:
-            return f"/login/idp/{provider}?request={pending.handle}"
-        return f"/login?request={pending.handle}"
+        hint = pending.request.login_hint
+        by_hint = self._realms.get(hint.rpartition("@")[2].lower()) if hint and "@" in hint else None
+        provider = self._bound.get(pending.request.resource) or by_hint or self._only
+        if provider is None:
+            return f"/login?request={pending.handle}"
+        target = f"/login/idp/{provider}?request={pending.handle}"
+        return target + ("&login_hint=" + quote(hint, safe="") if hint else "")
 
     # -- helpers -----------------------------------------------------------------------------
 

@@ -40,7 +40,10 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     with (
         recording_upstream() as upstream,
         bastion_with_entra(
-            tmp, [{"name": "a", "http": {"url": upstream.url}}], users=users, provider={"recheck_interval": 0}
+            tmp,
+            [{"name": "a", "http": {"url": upstream.url}}],
+            users=users,
+            provider={"recheck_interval": 0, "email_domains": ["contoso.com"]},
         ) as f,
     ):
         yield f
@@ -184,3 +187,25 @@ async def test_a_user_disabled_at_the_idp_cannot_refresh(fed: Federation, http: 
     assert refreshed.json()["error"] == "invalid_grant"
     # the family is gone: the access token it issued last is refused too
     assert (await list_tools(http, fed.gateway.url("a"), tokens["access_token"])).status_code == 401
+
+
+async def test_login_hint_from_the_client_picks_the_idp_by_domain(
+    fed: Federation, http: httpx2.AsyncClient
+) -> None:
+    client_id = await _register(http, fed)
+    proof = pkce()
+    url = authorize_url(
+        fed.gateway.base,
+        client_id=client_id,
+        resource=fed.gateway.url("a"),
+        challenge=proof.challenge,
+        login_hint="Alice@Contoso.com",
+    )
+    first = await http.get(url)
+    assert first.status_code == 303
+    assert first.headers["location"].startswith("/login/idp/entra?request=")
+    to_idp = await through_bastion_to_idp(http, url)
+    location = to_idp.headers["location"]
+    assert location.startswith(fed.idp.base)
+    assert query_of(location)["login_hint"] == "Alice@Contoso.com"
+    assert "resource" not in query_of(location)  # never sent to Entra
