@@ -32,6 +32,7 @@ async def _test(provider: OidcProvider, expected_issuer: str | None) -> bool:
         good = False
         _line(False, f"configured issuer {expected_issuer} differs from the IdP's {meta['issuer']}")
     if "S256" not in (meta.get("code_challenge_methods_supported") or ["S256"]):
+        good = False
         _line(False, "the IdP does not list PKCE S256 (Bastion always sends it)")
     try:
         count = await provider.signing_key_count()

@@ -122,7 +122,7 @@ def list_users(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Show every user with its groups, attributes, source and state."""
 
     records: list[UserRecord] = _run(config, lambda users: users.list())
-    table = Table("username", "display name", "groups", "attributes", "source", "state")
+    table = Table("username", "user id", "display name", "groups", "attributes", "source", "state")
     for user in records:
         state = "disabled" if user.disabled else "active"
         # what the admin set; what an identity provider sent (idp_*) is kept but not listed
@@ -132,7 +132,13 @@ def list_users(config: ConfigOption = DEFAULT_CONFIG) -> None:
             if not k.startswith("idp") and k != "allowed_scopes"
         )
         table.add_row(
-            user.username, user.display_name, ", ".join(sorted(user.groups)), attributes, user.source, state
+            user.username,
+            user.user_id,
+            user.display_name,
+            ", ".join(sorted(user.groups)),
+            attributes,
+            user.source,
+            state,
         )
     print_table(table)
 

@@ -65,7 +65,15 @@ class IdentityProvider(ConfigModel):
         None,
         description=(
             "The IdP's issuer URL (okta, keycloak, auth0, oidc; entra derives it from tenant). Discovery "
-            "is read from <issuer>/.well-known/openid-configuration."
+            "is read from <issuer>/.well-known/openid-configuration; ID tokens must carry the issuer "
+            "that discovery names."
+        ),
+    )
+    allowed_tenants: list[str] = Field(
+        default_factory=list,
+        description=(
+            "entra with organizations/common: the tenant ids (tid) allowed to sign in. Empty: any "
+            "tenant (only sensible for a single-tenant registration)."
         ),
     )
     discovery_url: str | None = Field(None, description="Override the discovery document URL.")
@@ -132,7 +140,7 @@ class IdentityProvider(ConfigModel):
         loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
         if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
             raise ValueError("must be an https URL (http only on loopback, for development)")
-        return value  # compared exactly with the ID token's iss (Auth0's ends with '/')
+        return value  # never normalized: issuers compare exactly (Auth0's ends with '/')
 
     @field_validator("email_domains")
     @classmethod
@@ -150,6 +158,10 @@ class IdentityProvider(ConfigModel):
         if self.preset not in ("entra", "google") and not (self.issuer or self.discovery_url):
             raise ValueError(f"{self.preset} needs issuer (or discovery_url)")
         method = self.token_endpoint_auth_method
+        if method == "private_key_jwt" and self.preset == "entra" and not self.certificate_file:
+            raise ValueError(
+                "entra with private_key_jwt needs certificate_file (Entra names keys by thumbprint)"
+            )
         if method == "private_key_jwt" and not self.private_key_file:
             raise ValueError("private_key_jwt needs private_key_file")
         if method != "private_key_jwt" and not self.client_secret:

@@ -50,6 +50,10 @@ class ExternalIdentity:
 
 
 def claim(claims: dict[str, Any], path: str) -> Any:
+    """The claim named ``path``, or the nested one it spells with dots (namespaced claims such
+    as Auth0's ``https://acme.example/roles`` are taken whole first)."""
+    if path in claims:
+        return claims[path]
     value: Any = claims
     for part in path.split("."):
         if not isinstance(value, dict):

@@ -152,7 +152,8 @@ class OidcProvider:
     ) -> str:
         meta = await self.metadata()
         config = self.provider.config
-        scopes = list(dict.fromkeys([*config.scopes, *(["offline_access"] if config.refresh else [])]))
+        offline_scope = config.refresh and self.provider.offline == "scope"
+        scopes = list(dict.fromkeys([*config.scopes, *(["offline_access"] if offline_scope else [])]))
         params = {
             "response_type": "code",
             "client_id": config.client_id,
@@ -163,6 +164,8 @@ class OidcProvider:
             "code_challenge": code_challenge,
             "code_challenge_method": "S256",
         }
+        if config.refresh and self.provider.offline == "access_type":
+            params |= {"access_type": "offline", "prompt": "consent"}
         if login_hint:
             params["login_hint"] = login_hint
         if resource and self.provider.send_resource:
@@ -218,13 +221,15 @@ class OidcProvider:
             body = {}
         if response.status_code != 200 or not isinstance(body, dict):
             error = body.get("error") if isinstance(body, dict) else None
+            described = body.get("error_description") if isinstance(body, dict) else None
+            why = str(described)[:200] if isinstance(described, str) else ""
             if error == "invalid_grant":
                 raise InvalidIdpGrant(
                     f"{self.provider.label} no longer accepts this session", detail="invalid_grant"
                 )
             raise IdpError(
                 f"{self.provider.label} refused the sign-in",
-                detail=f"token endpoint HTTP {response.status_code} error={error!r}",
+                detail=f"token endpoint HTTP {response.status_code} error={error!r} {why}",
             )
         return body
 
@@ -324,6 +329,11 @@ class OidcProvider:
         if not self._issuer_matches(str(claims["iss"]), tid=claims.get("tid"), strict_template=True):
             raise IdpError(
                 "The ID token was issued by another identity provider", detail=f"iss {claims['iss']!r}"
+            )
+        tenants = config.allowed_tenants
+        if tenants and claims.get("tid") not in tenants:
+            raise IdpError(
+                "Your organisation is not allowed to sign in here", detail=f"tid {claims.get('tid')!r}"
             )
         aud = claims["aud"]
         azp = claims.get("azp")

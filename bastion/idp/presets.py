@@ -27,6 +27,7 @@ class Preset:
     send_resource: bool = False
     entra_issuers: bool = False  # accept {tenantid} templates and v1 issuer forms
     label: str = "your organisation"
+    offline: str = "scope"  # how to ask for a refresh token: the offline_access scope, or access_type
 
 
 PRESETS: dict[str, Preset] = {
@@ -66,6 +67,7 @@ class ResolvedProvider:
     send_resource: bool
     entra_issuers: bool
     label: str
+    offline: str
 
     @property
     def name(self) -> str:
@@ -95,4 +97,5 @@ def resolve(config: IdentityProvider) -> ResolvedProvider:
         send_resource=config.send_resource if config.send_resource is not None else preset.send_resource,
         entra_issuers=preset.entra_issuers,
         label=config.label or preset.label,
+        offline=preset.offline,
     )

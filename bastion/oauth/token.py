@@ -96,6 +96,7 @@ class TokenEndpoint:
         user = await self._active_user(str(payload["user_id"]))
         scopes = tuple(str(s) for s in payload["scopes"])
         await self._consent_still_given(client, user.user_id, scopes, resource)
+        await self._idp_session_holds(payload.get("idp_session"))
         response, issued = self._access_token(
             client, user.user_id, resource, scopes, user=user, auth_time=payload.get("auth_time")
         )

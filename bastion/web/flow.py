@@ -132,10 +132,17 @@ class AuthorizationFlow:
         return response
 
     async def _user(self, session: BrowserSession) -> UserRecord | None:
+        """The signed-in user: enabled, and (after an IdP sign-in) with that IdP session alive."""
         if session.user_id is None:
             return None
         user = await self._ctx.store.users.get(session.user_id)
-        return None if user is None or user.disabled else user
+        if user is None or user.disabled:
+            return None
+        if session.idp_session is not None:
+            idp = await self._ctx.store.idp_sessions.get(session.idp_session)
+            if idp is None or idp.expires_at <= time.time() or idp.user_id != user.user_id:
+                return None
+        return user
 
     async def pending(self, handle: str | None, session: BrowserSession) -> Pending | None:
         """The pending authorization request ``handle`` names, if it belongs to this browser."""

@@ -145,6 +145,7 @@ def test_unreadable_claims_are_refused(bad: dict[str, Any]) -> None:
 
 def test_nested_claims_and_email_fallback() -> None:
     assert claim({"realm_access": {"roles": ["a"]}}, "realm_access.roles") == ["a"]
+    assert claim({"https://acme.example/roles": ["r"]}, "https://acme.example/roles") == ["r"]  # Auth0
     assert claim({"realm_access": "x"}, "realm_access.roles") is None
     identity = identity_from_claims(
         resolve(_entra()), _claims(email=None, preferred_username="bob@contoso.com")
