@@ -76,6 +76,14 @@ def test_presets_fill_in_discovery_and_claims() -> None:
         ({"preset": "entra", "tenant": "t"}, "needs client_secret"),
         (
             {"preset": "entra", "tenant": "t", "token_endpoint_auth_method": "private_key_jwt"},
+            "certificate_file",
+        ),
+        (
+            {
+                "preset": "okta",
+                "issuer": "https://o.example",
+                "token_endpoint_auth_method": "private_key_jwt",
+            },
             "private_key_file",
         ),
         ({"preset": "entra", "tenant": "t", "client_secret": "s", "scopes": ["email"]}, "include openid"),
