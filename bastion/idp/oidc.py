@@ -25,7 +25,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import httpx2
 import jwt
@@ -362,12 +362,13 @@ class OidcProvider:
             if isinstance(tid, str) and tid:
                 return iss == expected.replace("{tenantid}", tid)
             return not strict_template and iss.startswith(expected.split("{tenantid}", 1)[0])
-        # v1 tokens of the same tenant: https://sts.windows.net/<tid>/
+        # v1 tokens of the same tenant: https://sts.windows.net/<tid>/ (the tenant is a whole path
+        # segment of the configured issuer, not any substring of it)
         return (
             isinstance(tid, str)
             and bool(tid)
             and iss == f"https://sts.windows.net/{tid}/"
-            and tid in expected
+            and tid in urlsplit(expected).path.split("/")
         )
 
 

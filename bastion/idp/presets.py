@@ -44,6 +44,7 @@ PRESETS: dict[str, Preset] = {
         groups="",
         roles="",
         label="Google",
+        offline="access_type",  # Google refuses offline_access: access_type=offline + prompt=consent
     ),
     "keycloak": Preset(
         discovery="{issuer}/.well-known/openid-configuration", roles="realm_access.roles", label="Keycloak"

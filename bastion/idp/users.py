@@ -104,12 +104,16 @@ class LocalUsers:
         user = await self.find(username)
         stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
         ok = await asyncio.to_thread(verify_password, stored, password)
-        if user is None or not ok or user.disabled or user.password_hash is None:
+        if user is None or not ok or user.disabled or user.password_hash is None or user.source != "local":
             return None
         return user
 
     async def set_password(self, username: str, password: str) -> None:
         user = await self._require(username)
+        if user.source != "local":
+            raise UserError(
+                f"{user.username!r} signs in with the identity provider {user.source!r}, not a password"
+            )
         check_password(password)
         await self._store.set_password_hash(user.user_id, await asyncio.to_thread(hash_password, password))
 

@@ -390,8 +390,10 @@ class AuthorizationFlow:
         if user is None:
             return message("Your account is disabled", "Ask your administrator to enable it.", 403)
         if pending.preconsented:
+            # allowed on the consent page just before the IdP: that answers prompt=consent too
             client = await self._ctx.registry.find(pending.request.client_id)
             await self.record_consent(user, client, pending.request)
+            return await self._issue_code(pending, client, user, session, status=303)
         return await self._resume(pending, session)
 
     def routes(self) -> list[Route]:
