@@ -38,10 +38,14 @@ class ExternalIdentity:
     idp_groups: frozenset[str]
     idp_roles: frozenset[str]
     tenant: str | None
+    entra: bool = False
 
     @property
     def user_id(self) -> str:
-        digest = hashlib.sha256(f"{self.issuer}\x00{self.subject}".encode()).hexdigest()
+        # Entra sends v1 (sts.windows.net/<tid>/) or v2 issuers for one tenant; its object id is
+        # unique per tenant, so the tenant, not the issuer's spelling, names the namespace
+        namespace = f"urn:entra:tenant:{self.tenant}" if self.entra and self.tenant else self.issuer
+        digest = hashlib.sha256(f"{namespace}\x00{self.subject}".encode()).hexdigest()
         return "x_" + digest[:24]
 
     @property
@@ -106,6 +110,7 @@ def identity_from_claims(provider: ResolvedProvider, claims: dict[str, Any]) -> 
         if provider.roles_claim
         else frozenset(),
         tenant=tid if isinstance(tid, str) else None,
+        entra=provider.entra_issuers,
     )
 
 
