@@ -28,6 +28,7 @@ from bastion.net.fetch import FetchPolicy, SafeFetcher
 from bastion.oauth.cimd import CimdResolver
 from bastion.oauth.context import OAuthContext, ResourceScopes
 from bastion.oauth.endpoints import oauth_routes
+from bastion.oauth.idjag import IdJagGrant
 from bastion.oauth.keystore import KeyRingHolder, load_master_key
 from bastion.oauth.opaque import derive_key
 from bastion.oauth.registry import ClientRegistry
@@ -162,7 +163,13 @@ async def build_authority(settings: Settings, store: Store, audit: AuditSink) ->
     federation = FederatedLogin(
         ctx, sessions=sessions, csrf_key=csrf_key, flow=flow, providers=providers, idp_sessions=idp_sessions
     )
-    routes: list[BaseRoute] = [*oauth_routes(ctx), *flow.routes(), *login.routes(), *federation.routes()]
+    idjag = IdJagGrant(ctx, settings.ema)
+    routes: list[BaseRoute] = [
+        *oauth_routes(ctx, idjag),
+        *flow.routes(),
+        *login.routes(),
+        *federation.routes(),
+    ]
     authority = Authority(ctx, authenticator, routes, list(providers.values()))
     await authority.sync()
     return authority

@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from bastion.config.auth import Auth
 from bastion.config.base import ConfigModel
 from bastion.config.clients import OAuthClient
+from bastion.config.ema import Ema
 from bastion.config.idp import IdentityProvider
 
 UPSTREAM_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -224,6 +225,10 @@ class Settings(ConfigModel):
             "Enterprise identity providers users sign in with (Entra ID, Okta, Google, Keycloak, Auth0, "
             "any OIDC provider); Bastion is one pre-registered client at each."
         ),
+    )
+    ema: Ema = Field(
+        default_factory=Ema,
+        description="Enterprise-Managed Authorization: enterprise IdPs whose ID-JAGs Bastion redeems.",
     )
     clients: list[OAuthClient] = Field(
         default_factory=list,

@@ -20,7 +20,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bastion.oauth.context import OAuthContext
+from bastion.oauth.dpop import PROOF_ALGS
 from bastion.oauth.errors import InvalidClient, InvalidClientMetadata, InvalidRequest, OAuthError, ServerError
+from bastion.oauth.idjag import ID_JAG_PROFILE, JWT_BEARER, IdJagGrant
 from bastion.oauth.registration import RegistrationEndpoint
 from bastion.oauth.rfc7009 import RevocationEndpoint
 from bastion.oauth.rfc7662 import IntrospectionEndpoint
@@ -103,8 +105,8 @@ def _guarded(ctx: OAuthContext, handler: Handler) -> Handler:
     return run
 
 
-def oauth_routes(ctx: OAuthContext) -> list[Route]:
-    token = TokenEndpoint(ctx)
+def oauth_routes(ctx: OAuthContext, idjag: IdJagGrant | None = None) -> list[Route]:
+    token = TokenEndpoint(ctx, idjag)
     revocation = RevocationEndpoint(ctx)
     introspection = IntrospectionEndpoint(ctx)
     registration = RegistrationEndpoint(ctx)
@@ -114,6 +116,10 @@ def oauth_routes(ctx: OAuthContext) -> list[Route]:
         dynamic_registration=ctx.auth.registration.enabled,
     )
     metadata["client_id_metadata_document_supported"] = ctx.registry.accepts_metadata_documents
+    if idjag is not None and idjag.enabled:  # Enterprise-Managed Authorization (ID-JAG §7.2)
+        metadata["grant_types_supported"].append(JWT_BEARER)
+        metadata["authorization_grant_profiles_supported"] = [ID_JAG_PROFILE]
+        metadata["dpop_signing_alg_values_supported"] = list(PROOF_ALGS)
     resources = [r.resource for r in ctx.resources.values()]
 
     async def as_metadata(request: Request) -> Response:
@@ -133,7 +139,7 @@ def oauth_routes(ctx: OAuthContext) -> list[Route]:
 
     async def token_endpoint(request: Request) -> Response:
         form = await read_form(request)
-        body = await token.handle(form, request.headers.get("authorization"))
+        body = await token.handle(form, request.headers.get("authorization"), request.headers.get("dpop"))
         return json_response(body, 200, NO_STORE)
 
     async def revoke(request: Request) -> Response:

@@ -31,6 +31,7 @@ from bastion.oauth.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
+from bastion.oauth.idjag import JWT_BEARER, IdJagGrant
 from bastion.oauth.opaque import MAX_PRESENTED_CHARS, digest, new_opaque, successor
 from bastion.oauth.registry import KnownClient
 from bastion.oauth.rfc8707 import requested_resource, require_single, same_resource
@@ -56,10 +57,13 @@ def _presented(form: Mapping[str, Sequence[str]], name: str) -> str:
 
 
 class TokenEndpoint:
-    def __init__(self, ctx: OAuthContext) -> None:
+    def __init__(self, ctx: OAuthContext, idjag: IdJagGrant | None = None) -> None:
         self._ctx = ctx
+        self._idjag = idjag
 
-    async def handle(self, form: Mapping[str, Sequence[str]], authorization: str | None) -> dict[str, Any]:
+    async def handle(
+        self, form: Mapping[str, Sequence[str]], authorization: str | None, dpop_proof: str | None = None
+    ) -> dict[str, Any]:
         grant_type = _one(form, "grant_type")
         if not grant_type:
             raise InvalidRequest("grant_type is required")
@@ -70,7 +74,26 @@ class TokenEndpoint:
             return await self._refresh(client, form)
         if grant_type == "client_credentials":
             return await self._client_credentials(client, form)
+        if grant_type == JWT_BEARER and self._idjag is not None and self._idjag.enabled:
+            return await self._jwt_bearer(client, form, dpop_proof)
         raise UnsupportedGrantType("grant_type is not supported")
+
+    async def _jwt_bearer(
+        self, client: KnownClient, form: Mapping[str, Sequence[str]], dpop_proof: str | None
+    ) -> dict[str, Any]:
+        """Enterprise-Managed Authorization: an ID-JAG for Bastion's own token (no refresh token)."""
+        assert self._idjag is not None
+        user, resource, scopes, issuer = await self._idjag.redeem(client, form, dpop_proof)
+        response, _ = self._access_token(client, user.user_id, resource, scopes, user=user)
+        await self._ctx.registry.used(client)
+        self._ctx.event(
+            events.TOKEN_ISSUED,
+            client_id=client.client_id,
+            subject=user.user_id,
+            status=200,
+            detail=f"jwt-bearer (ID-JAG from {issuer.issuer}) for {resource}",
+        )
+        return response
 
     # -- authorization_code ------------------------------------------------------------------
 
