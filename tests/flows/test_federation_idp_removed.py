@@ -24,10 +24,10 @@ from tests.support.federation import (
     callback_url,
     idp_callback,
     idp_provider,
-    message_page,
     register_public_client,
     through_bastion_to_idp,
 )
+from tests.support.federation_checks import message_page
 from tests.support.gateway import Gateway, run_gateway
 from tests.support.idp import IdpServer, require_idp_packages, run_idp, secret_client
 from tests.support.oauth import authorize_url, browser, exchange_code, list_tools, pkce, query_of

@@ -28,10 +28,10 @@ from tests.support.federation import (
     federated_user,
     idp_callback,
     idp_provider,
-    message_page,
     register_public_client,
     through_bastion_to_idp,
 )
+from tests.support.federation_checks import message_page
 from tests.support.gateway import Gateway, run_gateway
 from tests.support.idp import (
     IdpServer,

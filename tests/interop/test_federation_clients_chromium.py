@@ -21,13 +21,8 @@ import pytest
 from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from tests.support.federation import (
-    FederatedNotes,
-    assert_federated_call,
-    assert_no_credentials,
-    federated_notes,
-    idp_refresh_tokens,
-)
+from tests.support.federation_checks import assert_federated_call, idp_refresh_tokens
+from tests.support.federation_upstream import FederatedNotes, assert_no_credentials, federated_notes
 from tests.support.interop_oauth import CHROMIUM, missing, text_of
 from tests.support.oauth import authorize_url, exchange_code, pkce, query_of
 

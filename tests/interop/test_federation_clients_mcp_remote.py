@@ -20,16 +20,14 @@ import pytest
 from mcp.client.client import Client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from tests.support.federation import (
+from tests.support.federation import Federation
+from tests.support.federation_checks import (
     BrowserPages,
-    FederatedNotes,
-    Federation,
     assert_federated_call,
-    assert_no_credentials,
-    federated_notes,
     idp_refresh_tokens,
     sign_in_via_idp_to_client,
 )
+from tests.support.federation_upstream import FederatedNotes, assert_no_credentials, federated_notes
 from tests.support.interop_oauth import (
     NODE22,
     NODE_MODULES,

@@ -16,13 +16,8 @@ from collections.abc import Iterator
 import jwt
 import pytest
 
-from tests.support.federation import (
-    FederatedNotes,
-    assert_federated_call,
-    assert_no_credentials,
-    federated_notes,
-    idp_refresh_tokens,
-)
+from tests.support.federation_checks import assert_federated_call, idp_refresh_tokens
+from tests.support.federation_upstream import FederatedNotes, assert_no_credentials, federated_notes
 from tests.support.interop_oauth import NodeRun, registered_clients, run_node_script
 from tests.support.oauth import REDIRECT_URI, query_of
 
