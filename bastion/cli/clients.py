@@ -6,48 +6,27 @@ and making stored values safe to print (DCR metadata is written by whoever regis
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from bastion.cli.common import DEFAULT_CONFIG, ConfigOption, console, load_settings
+from bastion.cli.common import (
+    DEFAULT_CONFIG,
+    CommandError,
+    ConfigOption,
+    run_on_store,
+)
 from bastion.core.records import ClientRecord
-from bastion.store import Store, open_store
+from bastion.store import Store
 
 app = typer.Typer(help="Manage registered OAuth clients.", no_args_is_help=True)
 out = Console(highlight=False, soft_wrap=True)
 T = TypeVar("T")
-
-
-class CommandError(Exception):
-    """A refusal the admin can act on; the message is printed and the command exits 1."""
-
-
-def run_on_store(config: Path, action: Callable[[Store], Awaitable[T]]) -> T:
-    """Open the configured store, run ``action`` on it, close it; CommandError → exit 1."""
-    settings = load_settings(config)
-
-    async def main() -> T:
-        store = await open_store(settings.storage)
-        try:
-            return await action(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(main())
-    except CommandError as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-        raise typer.Exit(1) from None
 
 
 def printable(value: str) -> str:

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bastion.audit import events
-from bastion.cli.clients import CommandError, print_table, printable, run_on_store, when
-from bastion.cli.common import DEFAULT_CONFIG, ConfigOption
+from bastion.cli.clients import print_table, printable, when
+from bastion.cli.common import DEFAULT_CONFIG, CommandError, ConfigOption, run_on_store
 from bastion.core.records import AuditRecord, ConsentRecord
 from bastion.idp.users import LocalUsers
 from bastion.store import Store

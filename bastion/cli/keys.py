@@ -15,8 +15,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from bastion.cli.clients import CommandError, print_table, run_on_store, when
-from bastion.cli.common import DEFAULT_CONFIG, ConfigOption, load_settings
+from bastion.cli.clients import print_table, when
+from bastion.cli.common import DEFAULT_CONFIG, CommandError, ConfigOption, load_settings, run_on_store
 from bastion.oauth.keys import SigningKey
 from bastion.oauth.keystore import KeyRingHolder, MasterKeyError, load_master_key
 from bastion.store import Store

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,10 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from bastion.cli.clients import print_table
-from bastion.cli.common import DEFAULT_CONFIG, ConfigOption, console, load_settings
+from bastion.cli.common import DEFAULT_CONFIG, ConfigOption, run_on_store
 from bastion.core.records import UserRecord
 from bastion.idp.users import LocalUsers, UserError
-from bastion.store import Store, open_store
+from bastion.store import Store
 
 app = typer.Typer(help="Manage Bastion's built-in users.", no_args_is_help=True)
 out = Console(highlight=False, soft_wrap=True)
@@ -35,20 +34,7 @@ def _run(config: Path, action: Callable[[LocalUsers], Awaitable[T]]) -> T:
 
 
 def _run_on_store(config: Path, action: Callable[[Store], Awaitable[T]]) -> T:
-    settings = load_settings(config)
-
-    async def main() -> T:
-        store = await open_store(settings.storage)
-        try:
-            return await action(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(main())
-    except UserError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+    return run_on_store(config, action, refusals=(UserError,))
 
 
 def _lock_out(username: str, *, delete: bool) -> Callable[[Store], Awaitable[int]]:
