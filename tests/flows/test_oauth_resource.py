@@ -272,8 +272,8 @@ async def test_the_clients_token_never_reaches_the_upstream(
         assert (await list_tools(http, gw.url("rec"), token)).status_code == 200
     seen = recorder.requests[before:]
     assert seen, "nothing reached the upstream"
-    for headers in seen:
-        for value in headers.values():
+    for request in seen:
+        for value in request.headers.values():
             assert str(user["access_token"]) not in value
             assert machine not in value
             assert str(user["refresh_token"]) not in value
