@@ -8,7 +8,7 @@ import gc
 import logging
 import secrets
 import time
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.requests import Request
@@ -20,6 +20,7 @@ from bastion.audit.recorder import AuditRecorder
 from bastion.authn.anonymous import AnonymousAuthenticator
 from bastion.authority import Authority, build_authority
 from bastion.config.model import Settings
+from bastion.config.upstream_auth import EmaUpstreamAuth
 from bastion.core.errors import UpstreamError
 from bastion.core.records import AuditRecord
 from bastion.core.stages import Authenticator
@@ -31,7 +32,8 @@ from bastion.policy.allow_all import AllowAll
 from bastion.store import Store, open_store
 from bastion.upstream.router import UpstreamStage
 from bastion.upstream.sessions import SessionManager
-from bastion.vault.static import StaticVault
+from bastion.vault.ema import EmaUpstreamCredentials
+from bastion.vault.stage import CredentialSource, Vault
 
 log = logging.getLogger("bastion")
 MAINTENANCE_INTERVAL = 30.0
@@ -65,6 +67,7 @@ class BastionApp:
         self.authority: Authority | None = None
         self._router: Router | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._closers: list[Callable[[], Awaitable[None]]] = []
 
     async def startup(self) -> None:
         settings = self.settings
@@ -96,7 +99,7 @@ class BastionApp:
             max_body=settings.edge.max_body_bytes,
             authn=authn,
             policy=AllowAll(),
-            vault=StaticVault(),
+            vault=Vault(self._credential_sources()),
             upstream=self.upstream,
             audit=sink,
         )
@@ -110,6 +113,21 @@ class BastionApp:
         if self.authority is not None:
             self._tasks.append(asyncio.ensure_future(self._sync(self.authority)))
 
+    def _credential_sources(self) -> dict[str, CredentialSource]:
+        """Per-user credentials of the upstreams that want them (``upstreams[].auth``)."""
+        sources: dict[str, CredentialSource] = {}
+        for upstream in self.settings.upstreams:
+            auth = upstream.auth
+            if isinstance(auth, EmaUpstreamAuth):
+                assert self.authority is not None  # config: ema needs auth.enabled
+                assert upstream.http is not None  # config: ema needs an http upstream
+                source = EmaUpstreamCredentials(
+                    upstream.name, upstream.http.url, auth, self.authority.id_jag_source(auth.id_jag_issuer)
+                )
+                self._closers.append(source.aclose)
+                sources[upstream.name] = source
+        return sources
+
     def _lifecycle(self, event: str, detail: str) -> None:
         if self.audit is not None:
             self.audit.record(AuditRecord(ts=time.time(), event=event, trace_id="-", detail=detail))
@@ -118,7 +136,7 @@ class BastionApp:
         """Learn each HTTP upstream's eras early, so the first client call does not pay for it."""
         assert self.upstream is not None
         for entry in self.upstream.entries.values():
-            if entry.http is None:
+            if entry.http is None or entry.per_user:  # probed with the first user's credential
                 continue
             try:
                 await entry.eras()
@@ -157,6 +175,9 @@ class BastionApp:
         self._tasks.clear()
         if self.upstream is not None:
             await self.upstream.close()
+        for close in self._closers:
+            await close()
+        self._closers.clear()
         if self.authority is not None:
             await self.authority.aclose()
         self._lifecycle(events.SERVER_STOPPED, "")

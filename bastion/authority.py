@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.routing import BaseRoute
 
@@ -18,16 +18,23 @@ from bastion.audit import events
 from bastion.authn.access import AccessTokenAuthenticator, EndpointAccess
 from bastion.authn.bearer import BearerVerifier
 from bastion.config.model import Settings
+from bastion.config.upstream_auth import BASTION_ISSUER
+from bastion.core.credentials import IdJagSource
+from bastion.core.errors import ConfigError
 from bastion.core.revocations import RevokedTokens
 from bastion.core.stages import AuditSink
-from bastion.idp.oidc import OidcProvider
+from bastion.idp.idjag import idjag_sources
+from bastion.idp.oidc import IdpError, OidcProvider
 from bastion.idp.presets import resolve
 from bastion.idp.sessions import IdpSessions
+from bastion.idp.subject_tokens import IdTokenSubjects
 from bastion.idp.users import LocalUsers
 from bastion.net.fetch import FetchPolicy, SafeFetcher
+from bastion.oauth.bridge import BridgeIdJagSource, IdJagMinter, TokenExchange
 from bastion.oauth.cimd import CimdResolver
 from bastion.oauth.context import OAuthContext, ResourceScopes
 from bastion.oauth.endpoints import oauth_routes
+from bastion.oauth.errors import InvalidGrant
 from bastion.oauth.idjag import IdJagGrant
 from bastion.oauth.keystore import KeyRingHolder, load_master_key
 from bastion.oauth.opaque import derive_key
@@ -50,10 +57,26 @@ class Authority:
     authenticator: AccessTokenAuthenticator
     routes: list[BaseRoute]
     providers: list[OidcProvider]
+    bridge_source: BridgeIdJagSource | None = None  # ID-JAGs from Bastion's own bridge (Role 3)
+    id_tokens: IdTokenSubjects | None = None
+    idp_id_jags: dict[str, IdJagSource] = field(default_factory=dict)  # by identity provider name
+
+    def id_jag_source(self, issuer: str) -> IdJagSource:
+        """Who mints ID-JAGs for an ``auth: {type: ema}`` upstream (its ``id_jag_issuer``)."""
+        if issuer == BASTION_ISSUER:
+            if self.bridge_source is None:
+                raise ConfigError("id_jag_issuer 'bastion' needs ema.bridge.enabled")
+            return self.bridge_source
+        source = self.idp_id_jags.get(issuer)
+        if source is None:
+            raise ConfigError(f"id_jag_issuer '{issuer}' is not an identity provider")
+        return source
 
     async def aclose(self) -> None:
         for provider in self.providers:
             await provider.aclose()
+        if self.id_tokens is not None:
+            await self.id_tokens.aclose()
 
     async def sync(self) -> None:
         """Pick up key rotations and revocations made by other replicas or the CLI."""
@@ -79,6 +102,41 @@ class Authority:
         await store.revoked_tokens.purge_expired(now)
         await store.throttle.purge_before(now - 86400)
         await store.idp_sessions.purge_expired(now)
+
+
+class _BridgeIdTokens:
+    """The bridge's ``IdTokenVerifier`` over the identity providers (their errors: invalid_grant)."""
+
+    def __init__(self, subjects: IdTokenSubjects) -> None:
+        self._subjects = subjects
+
+    async def user_for(self, id_token: str, *, audience: str) -> tuple[str, float | None]:
+        try:
+            return await self._subjects.user_for(id_token, audience=audience)
+        except IdpError as exc:
+            raise InvalidGrant(exc.message, detail=exc.detail) from None
+
+
+def _bridge(
+    settings: Settings, ctx: OAuthContext, master: bytes, store: Store
+) -> tuple[TokenExchange | None, BridgeIdJagSource | None, IdTokenSubjects | None]:
+    """Enterprise-Managed Authorization, Role 2: Bastion mints ID-JAGs (ema.bridge)."""
+    ema = settings.ema
+    if any(t.issuer == settings.public_url for t in ema.trusted_issuers):
+        raise ConfigError("ema.trusted_issuers: Bastion's own issuer (public_url) must never be trusted")
+    if not ema.bridge.enabled:
+        return None, None, None
+    minter = IdJagMinter(ctx, ema.bridge, derive_key(master, "ema-bridge-pairwise"))
+    subjects = None
+    if settings.identity_providers and ema.bridge.idp_client_ids:
+        subjects = IdTokenSubjects([resolve(p) for p in settings.identity_providers], store.users)
+    exchange = TokenExchange(
+        minter,
+        ctx,
+        id_tokens=_BridgeIdTokens(subjects) if subjects is not None else None,
+        idp_client_ids=ema.bridge.idp_client_ids,
+    )
+    return exchange, BridgeIdJagSource(minter, ctx), subjects
 
 
 def _fetch_policy(settings: Settings, max_bytes: int) -> FetchPolicy:
@@ -164,12 +222,21 @@ async def build_authority(settings: Settings, store: Store, audit: AuditSink) ->
         ctx, sessions=sessions, csrf_key=csrf_key, flow=flow, providers=providers, idp_sessions=idp_sessions
     )
     idjag = IdJagGrant(ctx, settings.ema)
+    exchange, bridge_source, id_tokens = _bridge(settings, ctx, master, store)
     routes: list[BaseRoute] = [
-        *oauth_routes(ctx, idjag),
+        *oauth_routes(ctx, idjag, exchange),
         *flow.routes(),
         *login.routes(),
         *federation.routes(),
     ]
-    authority = Authority(ctx, authenticator, routes, list(providers.values()))
+    authority = Authority(
+        ctx,
+        authenticator,
+        routes,
+        list(providers.values()),
+        bridge_source=bridge_source,
+        id_tokens=id_tokens,
+        idp_id_jags=dict(idjag_sources(settings, store, providers, derive_key(master, "idp-session"))),
+    )
     await authority.sync()
     return authority

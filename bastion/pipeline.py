@@ -16,8 +16,9 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from bastion.audit import events
+from bastion.core.credentials import Credentials
 from bastion.core.errors import BastionError, ClientError, PolicyDenied, UnknownEndpoint
-from bastion.core.records import AuditRecord, Era, InboundCall, MessageKind, Principal, UpstreamCredential
+from bastion.core.records import AuditRecord, Era, InboundCall, MessageKind, Principal
 from bastion.core.stages import AuditSink, Authenticator, CredentialResolver, Dispatcher, PolicyEngine
 from bastion.edge.guards import HostGuard
 from bastion.edge.inbound import Receive, read_call
@@ -87,13 +88,13 @@ class McpPipeline:
         self,
         call: InboundCall,
         principal: Principal,
-        credential: UpstreamCredential,
+        credentials: Credentials,
         receive: Receive,
         send: Send,
     ) -> Sent:
         if call.era is not Era.MODERN or call.kind is not MessageKind.REQUEST:
             return await send_reply(
-                send, receive, call, await self._upstream.dispatch(call, principal, credential)
+                send, receive, call, await self._upstream.dispatch(call, principal, credentials)
             )
         # 2026-07-28: a client that closes the stream cancels the request, also while the
         # upstream has not answered yet (the upstream connection closes, which is its cancellation)
@@ -101,7 +102,7 @@ class McpPipeline:
         assert current is not None
         watch = DisconnectWatch(receive, current, delay=WATCH_DELAY)
         try:
-            reply = await self._upstream.dispatch(call, principal, credential)
+            reply = await self._upstream.dispatch(call, principal, credentials)
             return await send_reply(send, receive, call, reply, watch)
         except asyncio.CancelledError:
             if watch.fired:
@@ -131,8 +132,8 @@ class McpPipeline:
             decision = self._policy.decide(principal, call)
             if not decision.allowed:
                 raise PolicyDenied(f"Denied by policy: {decision.reason}")
-            credential = self._vault.resolve(principal, decision, endpoint)
-            sent = await self._respond(call, principal, credential, receive, send)
+            credentials = self._vault.bind(principal, decision)
+            sent = await self._respond(call, principal, credentials, receive, send)
             status, error_code = sent.status, sent.error_code
             event = events.CALL_CANCELLED if status == 499 else _success_event(call)
             if sent.failure is not None:

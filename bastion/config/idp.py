@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import re
 from typing import Literal
-from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from bastion.config.base import ConfigModel
+from bastion.config.base import ConfigModel, https_url
 
 IDP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 Preset = Literal["entra", "okta", "google", "keycloak", "auth0", "oidc"]
@@ -134,13 +133,7 @@ class IdentityProvider(ConfigModel):
     @field_validator("issuer", "discovery_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        parts = urlsplit(value)
-        loopback = parts.hostname in ("127.0.0.1", "localhost", "::1")
-        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-            raise ValueError("must be an https URL (http only on loopback, for development)")
-        return value  # never normalized: issuers compare exactly (Auth0's ends with '/')
+        return https_url(value)  # never normalized: issuers compare exactly (Auth0's ends with '/')
 
     @field_validator("email_domains")
     @classmethod

@@ -14,6 +14,7 @@ from bastion.config.base import ConfigModel
 from bastion.config.clients import OAuthClient
 from bastion.config.ema import Ema
 from bastion.config.idp import IdentityProvider
+from bastion.config.upstream_auth import BASTION_ISSUER, EmaUpstreamAuth, NoUpstreamAuth, UpstreamAuth
 
 UPSTREAM_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 EraName = Literal["legacy", "modern"]
@@ -120,6 +121,10 @@ class Upstream(ConfigModel):
         description=(
             "Users of /mcp/<name> sign in through this identity provider (by name), skipping the choice."
         ),
+    )
+    auth: UpstreamAuth = Field(
+        default_factory=NoUpstreamAuth,
+        description="How Bastion authenticates to this upstream for each user (none, or ema).",
     )
     http: HttpUpstream | None = Field(
         None, description="A remote Streamable HTTP server (set this or stdio)."
@@ -321,6 +326,24 @@ class Settings(ConfigModel):
                     f"upstream '{upstream.name}': identity_provider "
                     f"'{upstream.identity_provider}' is not configured"
                 )
+            self._check_upstream_auth(upstream, names)
+
+    def _check_upstream_auth(self, upstream: Upstream, providers: list[str]) -> None:
+        auth = upstream.auth
+        if not isinstance(auth, EmaUpstreamAuth):
+            return
+        where = f"upstream '{upstream.name}': auth.type ema"
+        if upstream.http is None:
+            raise ValueError(f"{where} needs an http upstream")
+        if not self.auth.enabled:
+            raise ValueError(f"{where} needs auth.enabled (each user must be known)")
+        if auth.id_jag_issuer == BASTION_ISSUER:
+            if not self.ema.bridge.enabled:
+                raise ValueError(f"{where}: id_jag_issuer 'bastion' needs ema.bridge.enabled")
+        elif auth.id_jag_issuer not in providers:
+            raise ValueError(
+                f"{where}: id_jag_issuer '{auth.id_jag_issuer}' is neither 'bastion' nor an identity provider"
+            )
 
     @property
     def listen_host(self) -> str:

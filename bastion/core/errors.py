@@ -26,7 +26,10 @@ Each error carries a *public* message (safe to show a client) and a private
     └── UpstreamError                 the upstream failed; always names the upstream
         ├── UpstreamUnavailable       -32010  refused, DNS, process not running
         ├── UpstreamTimeout           -32011  no answer in time
-        └── UpstreamFailed            -32012  crashed mid-stream, bad status, unparseable reply
+        ├── UpstreamFailed            -32012  crashed mid-stream, bad status, unparseable reply
+        │   └── UpstreamRejectedCredentials  401/403 from the upstream (never its challenge)
+        └── UpstreamCredentialsUnavailable -32015  no credential for this user at this upstream
+                                              (e.g. the IdP refused an ID-JAG; sign in again)
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ UPSTREAM_TIMEOUT = -32011
 UPSTREAM_FAILED = -32012
 POLICY_DENIED = -32013
 UNAUTHORIZED = -32014  # HTTP 401 / 403 with a Bearer challenge; clients act on the header
+UPSTREAM_CREDENTIALS = -32015
 
 
 class BastionError(Exception):
@@ -173,6 +177,17 @@ class UpstreamTimeout(UpstreamError):
 
 class UpstreamFailed(UpstreamError):
     code = UPSTREAM_FAILED
+
+
+class UpstreamRejectedCredentials(UpstreamFailed):
+    """The upstream answered 401/403 to what Bastion sent (a static secret or a user's token)."""
+
+
+class UpstreamCredentialsUnavailable(UpstreamError):
+    """Bastion could not obtain the credential this user needs at this upstream (the message
+    says what the user can do about it; the detail, logged only, says why)."""
+
+    code = UPSTREAM_CREDENTIALS
 
 
 class ConfigError(Exception):

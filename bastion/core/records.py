@@ -171,8 +171,9 @@ class UserRecord:
 @dataclass(frozen=True, slots=True)
 class IdpSession:
     """A user's sign-in at an enterprise IdP, kept so Bastion can re-check the user there
-    when an MCP client refreshes. The IdP's refresh token is sealed (AES-GCM) by the caller
-    before it reaches the store: the store only ever sees the opaque sealed text."""
+    when an MCP client refreshes, and get ID-JAGs for the user there. The IdP's refresh and ID
+    tokens are sealed (AES-GCM) by the caller before they reach the store: the store only ever
+    sees the opaque sealed text."""
 
     session_id: str
     user_id: str
@@ -181,6 +182,10 @@ class IdpSession:
     auth_time: float  # when the user authenticated at the IdP
     expires_at: float  # the maximum session lifetime: no re-check extends it
     checked_at: float  # the last time the IdP confirmed the user
+    # the ID token of the sign-in (or of the latest refresh), sealed like the refresh token: the
+    # subject token of an RFC 8693 exchange for an ID-JAG at this IdP; None before migration 0007
+    sealed_id_token: str | None = None
+    id_token_expires_at: float | None = None  # the ID token's ``exp``
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from bastion.core.records import AuditRecord, Decision, InboundCall, Principal, UpstreamCredential
+from bastion.core.credentials import Credentials
+from bastion.core.records import AuditRecord, Decision, InboundCall, Principal
 from bastion.core.replies import Reply
 
 
@@ -20,17 +21,13 @@ class PolicyEngine(Protocol):
 
 
 class CredentialResolver(Protocol):
-    def resolve(
-        self, principal: Principal, decision: Decision, endpoint: str | None
-    ) -> UpstreamCredential: ...
+    def bind(self, principal: Principal, decision: Decision) -> Credentials: ...
 
 
 class Dispatcher(Protocol):
     def known(self, endpoint: str | None) -> bool: ...
 
-    async def dispatch(
-        self, call: InboundCall, principal: Principal, credential: UpstreamCredential
-    ) -> Reply: ...
+    async def dispatch(self, call: InboundCall, principal: Principal, credentials: Credentials) -> Reply: ...
 
 
 class AuditSink(Protocol):

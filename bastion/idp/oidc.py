@@ -12,6 +12,9 @@
   ``SKEW_S``.
 - Client authentication at the token endpoint: ``client_secret_basic``, ``client_secret_post``
   or ``private_key_jwt`` (RFC 7523; with an Entra certificate the ``x5t`` header names it).
+- ID-JAGs for a signed-in user (Enterprise-Managed Authorization): an RFC 8693 token exchange at
+  the token endpoint, presenting the user's ID token as the subject token, with the same client
+  authentication (:meth:`OidcProvider.request_id_jag`).
 
 Errors are :class:`IdpError` with a message safe to show the user and a private ``detail``;
 tokens never appear in either.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -36,6 +40,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from bastion.idp.presets import ResolvedProvider
 
 SKEW_S = 120
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URN
+ID_JAG_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id-jag"  # noqa: S105 - a URN
+ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"  # noqa: S105 - a URN
+ID_JAG_DEFAULT_TTL_S = 300
+_ERROR_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 ID_TOKEN_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 METADATA_TTL_S = 3600.0
 JWKS_REFETCH_MIN_S = 30.0
@@ -48,8 +57,30 @@ class IdpError(Exception):
         self.detail = detail
 
 
-class InvalidIdpGrant(IdpError):
-    """The IdP refused a refresh token (user disabled, session revoked): the session is over."""
+class IdpRefused(IdpError):
+    """The IdP answered a token request with an OAuth error (RFC 6749 §5.2); ``error`` is its
+    error code (only when it is a plain token, else ``"unknown"``), never its description."""
+
+    def __init__(self, message: str, *, error: str, detail: str = "") -> None:
+        super().__init__(message, detail=detail)
+        self.error = error
+
+
+class InvalidIdpGrant(IdpRefused):
+    """The IdP refused a refresh token (user disabled, session revoked): the session is over.
+    (For a token exchange: it refused the subject token or the audience/resource pair.)"""
+
+    def __init__(self, message: str, *, detail: str = "invalid_grant") -> None:
+        super().__init__(message, error="invalid_grant", detail=detail)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedIdJag:
+    """What an RFC 8693 exchange for an ID-JAG returned (RFC 8693 §2.2.1)."""
+
+    assertion: str = field(repr=False)  # the ID-JAG (``access_token``)
+    expires_in: int  # seconds (the IdP's ``expires_in``, else ``ID_JAG_DEFAULT_TTL_S``)
+    scope: str | None  # as granted, when the IdP said
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +216,9 @@ class OidcProvider:
 
     # -- the token endpoint ------------------------------------------------------------------
 
-    async def _token_request(self, form: dict[str, str]) -> dict[str, Any]:
+    async def _token_request(
+        self, form: dict[str, str], *, refused: str = "refused the sign-in"
+    ) -> dict[str, Any]:
         meta = await self.metadata()
         endpoint = str(meta["token_endpoint"])
         config = self.provider.config
@@ -223,14 +256,16 @@ class OidcProvider:
             error = body.get("error") if isinstance(body, dict) else None
             described = body.get("error_description") if isinstance(body, dict) else None
             why = str(described)[:200] if isinstance(described, str) else ""
+            detail = f"token endpoint HTTP {response.status_code} error={error!r} {why}"
             if error == "invalid_grant":
                 raise InvalidIdpGrant(
-                    f"{self.provider.label} no longer accepts this session", detail="invalid_grant"
+                    f"{self.provider.label} no longer accepts this session",
+                    detail=f"invalid_grant {why}".strip(),
                 )
-            raise IdpError(
-                f"{self.provider.label} refused the sign-in",
-                detail=f"token endpoint HTTP {response.status_code} error={error!r} {why}",
-            )
+            if isinstance(error, str) and response.status_code != 200:
+                code = error if _ERROR_CODE.fullmatch(error) else "unknown"
+                raise IdpRefused(f"{self.provider.label} {refused}", error=code, detail=detail)
+            raise IdpError(f"{self.provider.label} {refused}", detail=detail)
         return body
 
     def _client_assertion(self, audience: str) -> str:
@@ -297,6 +332,41 @@ class OidcProvider:
         return _token_set(
             await self._token_request({"grant_type": "refresh_token", "refresh_token": refresh_token})
         )
+
+    async def request_id_jag(
+        self, subject_token: str, *, audience: str, resource: str | None, scopes: tuple[str, ...] = ()
+    ) -> IssuedIdJag:
+        """Exchange the user's ID token (issued to Bastion by this IdP) for an ID-JAG to present
+        at the authorization server ``audience`` (RFC 8693; MCP EMA §4.3). The IdP's OAuth
+        errors are :class:`IdpRefused` (``invalid_grant``: :class:`InvalidIdpGrant`)."""
+        form = {
+            "grant_type": TOKEN_EXCHANGE,
+            "requested_token_type": ID_JAG_TOKEN_TYPE,
+            "subject_token": subject_token,
+            "subject_token_type": ID_TOKEN_TYPE,
+            "audience": audience,
+        }
+        if resource:
+            form["resource"] = resource
+        if scopes:
+            form["scope"] = " ".join(scopes)
+        body = await self._token_request(form, refused="refused to issue an ID-JAG")
+        unreadable = f"{self.provider.label} sent an unusable ID-JAG answer"
+        issued_type = body.get("issued_token_type")
+        if issued_type != ID_JAG_TOKEN_TYPE:
+            raise IdpError(unreadable, detail=f"issued_token_type {str(issued_type)[:100]!r}")
+        assertion = body.get("access_token")
+        if not isinstance(assertion, str) or not assertion:
+            raise IdpError(unreadable, detail="no access_token")
+        expires_in = body.get("expires_in", ID_JAG_DEFAULT_TTL_S)
+        if isinstance(expires_in, str) and expires_in.isdigit():
+            expires_in = int(expires_in)
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int | float) or expires_in <= 0:
+            raise IdpError(unreadable, detail=f"expires_in {str(expires_in)[:40]!r}")
+        scope = body.get("scope")
+        if scope is not None and not isinstance(scope, str):
+            raise IdpError(unreadable, detail="scope is not a string")
+        return IssuedIdJag(assertion=assertion, expires_in=int(expires_in), scope=scope)
 
     # -- the ID token ------------------------------------------------------------------------
 
@@ -391,4 +461,15 @@ def pkce_pair() -> tuple[str, str]:
     return verifier, challenge
 
 
-__all__ = ["IdpError", "InvalidIdpGrant", "OidcProvider", "TokenSet", "pkce_pair"]
+__all__ = [
+    "ID_JAG_TOKEN_TYPE",
+    "ID_TOKEN_TYPE",
+    "TOKEN_EXCHANGE",
+    "IdpError",
+    "IdpRefused",
+    "InvalidIdpGrant",
+    "IssuedIdJag",
+    "OidcProvider",
+    "TokenSet",
+    "pkce_pair",
+]

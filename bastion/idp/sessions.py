@@ -8,24 +8,46 @@ answers ``invalid_grant`` (user disabled or signed out there) the session ends a
 client's refresh fails with ``invalid_grant``. An unreachable IdP makes the refresh fail
 temporarily without ending anything. A provider removed from the configuration ends its
 sessions.
+
+The session also keeps the ID token of the sign-in (sealed the same way, with its ``exp``): the
+subject token Bastion exchanges at the IdP for the user's ID-JAGs (``idjag.py``). When a refresh
+at the IdP returns a new ID token, it is verified (signature, issuer, audience, the same user)
+and replaces the stored one. Refreshes of one session are serialised within a process, and the
+session is read again under the lock, so a rotated refresh token is never presented twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Literal
 
 from bastion.core.crypto import open_text, seal_text
 from bastion.core.errors import Conflict
 from bastion.core.records import IdpSession
-from bastion.idp.oidc import IdpError, InvalidIdpGrant, OidcProvider
+from bastion.idp.claims import identity_from_claims
+from bastion.idp.oidc import IdpError, InvalidIdpGrant, OidcProvider, TokenSet
 from bastion.store import Store
 
 log = logging.getLogger("bastion.idp")
 SessionState = Literal["ok", "ended", "unavailable"]
+
+# one lock per IdP session being refreshed (gone once nobody holds it)
+_refresh_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+def refresh_lock(session_id: str) -> asyncio.Lock:
+    """The lock that serialises refreshes of one IdP session in this process (IdPs rotate
+    refresh tokens, and some revoke the whole grant when a rotated one is presented again)."""
+    lock = _refresh_locks.get(session_id)
+    if lock is None:
+        lock = asyncio.Lock()
+        _refresh_locks[session_id] = lock
+    return lock
 
 
 class IdpSessions:
@@ -35,12 +57,20 @@ class IdpSessions:
         self._key = key
 
     async def start(
-        self, *, user_id: str, provider: str, refresh_token: str | None, lifetime_s: float
+        self,
+        *,
+        user_id: str,
+        provider: str,
+        refresh_token: str | None,
+        lifetime_s: float,
+        id_token: str | None = None,
+        id_token_expires_at: float | None = None,
     ) -> str:
         now = time.time()
         for _ in range(3):
             session_id = "is_" + secrets.token_urlsafe(18)
             sealed = seal_text(self._key, refresh_token, session_id) if refresh_token else None
+            sealed_id = seal_text(self._key, id_token, session_id) if id_token else None
             try:
                 await self._store.idp_sessions.put(
                     IdpSession(
@@ -51,6 +81,10 @@ class IdpSessions:
                         auth_time=now,
                         expires_at=now + lifetime_s,
                         checked_at=now,
+                        sealed_id_token=sealed_id,
+                        id_token_expires_at=float(id_token_expires_at)
+                        if sealed_id and id_token_expires_at is not None
+                        else None,
                     )
                 )
             except Conflict:
@@ -71,22 +105,106 @@ class IdpSessions:
         recheck = provider.provider.config.recheck_interval
         if session.sealed_refresh_token is None or now - session.checked_at < recheck:
             return "ok"
-        token = open_text(self._key, session.sealed_refresh_token, session_id)
+        async with refresh_lock(session_id):
+            # another task may have refreshed (and rotated the refresh token) meanwhile
+            session = await sessions.get(session_id)
+            if session is None:
+                return "ended"
+            if session.sealed_refresh_token is None or now - session.checked_at < recheck:
+                return "ok"
+            try:
+                await self.refresh(provider, session)
+            except InvalidIdpGrant:
+                return "ended"
+            except IdpError as exc:
+                log.warning(
+                    "IdP %s: session re-check failed: %s (%s)", session.provider, exc.message, exc.detail
+                )
+                return "unavailable"
+        return "ok"
+
+    def open_id_token(self, session: IdpSession) -> str | None:
+        """The session's ID token in the clear, if it has one that can be opened."""
+        if session.sealed_id_token is None:
+            return None
+        token = open_text(self._key, session.sealed_id_token, session.session_id)
         if token is None:
             log.error(
-                "IdP session %s: the sealed refresh token cannot be opened (wrong master key?)", session_id
+                "IdP session %s: the sealed ID token cannot be opened (wrong master key?)", session.session_id
             )
-            await sessions.delete(session_id)
-            return "ended"
+        return token
+
+    async def refresh(self, provider: OidcProvider, session: IdpSession) -> tuple[str, float] | None:
+        """Use the session's refresh token at the IdP now (the caller holds
+        :func:`refresh_lock`) and store what comes back: the (possibly rotated) refresh token,
+        the check time and, when the IdP sent one that verifies and names the same user, the
+        new ID token. Returns that ID token and its ``exp``, or None when there is none.
+
+        Raises :class:`InvalidIdpGrant` when the session is over (the IdP refused the refresh
+        token, or it cannot be opened: the session is deleted) and :class:`IdpError` when the
+        IdP could not be asked (nothing changes)."""
+        session_id = session.session_id
+        token = (
+            open_text(self._key, session.sealed_refresh_token, session_id)
+            if session.sealed_refresh_token
+            else None
+        )
+        if token is None:
+            if session.sealed_refresh_token is not None:
+                log.error(
+                    "IdP session %s: the sealed refresh token cannot be opened (wrong master key?)",
+                    session_id,
+                )
+                await self._store.idp_sessions.delete(session_id)
+            raise InvalidIdpGrant(
+                f"{provider.provider.label} gave Bastion no way to renew this sign-in",
+                detail="no usable refresh token",
+            )
         try:
             tokens = await provider.refresh(token)
         except InvalidIdpGrant:
-            await sessions.delete(session_id)
-            return "ended"
-        except IdpError as exc:
-            log.warning("IdP %s: session re-check failed: %s (%s)", session.provider, exc.message, exc.detail)
-            return "unavailable"
+            await self._store.idp_sessions.delete(session_id)
+            raise
+        now = time.time()
         # keep the old refresh token when the IdP does not rotate it
-        kept = tokens.refresh_token or token
-        await sessions.update_token(session_id, seal_text(self._key, kept, session_id), now)
-        return "ok"
+        sealed = seal_text(self._key, tokens.refresh_token or token, session_id)
+        fresh = await self._verified_id_token(provider, session, tokens)
+        if fresh is None:
+            await self._store.idp_sessions.update_token(session_id, sealed, now)
+            return None
+        id_token, exp = fresh
+        await self._store.idp_sessions.update_token(
+            session_id,
+            sealed,
+            now,
+            sealed_id_token=seal_text(self._key, id_token, session_id),
+            id_token_expires_at=exp,
+        )
+        return fresh
+
+    async def _verified_id_token(
+        self, provider: OidcProvider, session: IdpSession, tokens: TokenSet
+    ) -> tuple[str, float] | None:
+        """The refreshed ID token and its ``exp`` if it verifies and is the session's user's
+        (OIDC Core §12.2), else None (logged, without the token)."""
+        if tokens.id_token is None:
+            return None
+        try:
+            claims = await provider.verify_id_token(tokens.id_token, nonce=None)
+            same_user = identity_from_claims(provider.provider, claims).user_id == session.user_id
+        except IdpError as exc:
+            log.warning(
+                "IdP %s: the ID token of a refresh is not usable: %s (%s)",
+                session.provider,
+                exc.message,
+                exc.detail,
+            )
+            return None
+        if not same_user:
+            log.error(
+                "IdP %s: a refresh of session %s returned an ID token for another user; not kept",
+                session.provider,
+                session.session_id,
+            )
+            return None
+        return tokens.id_token, float(claims["exp"])

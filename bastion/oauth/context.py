@@ -22,7 +22,7 @@ from bastion.core.revocations import RevokedTokens
 from bastion.core.stages import AuditSink
 from bastion.oauth.client_auth import PresentedClient, presented_client, verify_client_assertion
 from bastion.oauth.clients import verify_client_secret
-from bastion.oauth.errors import InvalidClient
+from bastion.oauth.errors import InvalidClient, InvalidGrant, TemporarilyUnavailable
 from bastion.oauth.keystore import KeyRingHolder
 from bastion.oauth.opaque import digest
 from bastion.oauth.registry import ClientRegistry, KnownClient
@@ -57,6 +57,16 @@ class OAuthContext:
     refresh_key: bytes
     audit: AuditSink
     sessions: SessionChecker | None = None
+
+    async def idp_session_holds(self, session_id: object) -> None:
+        """A grant from an identity-provider sign-in lives only as long as that session."""
+        if not isinstance(session_id, str) or self.sessions is None:
+            return
+        state = await self.sessions.check(session_id)
+        if state == "ended":
+            raise InvalidGrant("the sign-in at the identity provider ended; sign in again")
+        if state == "unavailable":
+            raise TemporarilyUnavailable("the identity provider cannot be reached; try again later")
 
     def event(
         self,

@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bastion.oauth.bridge import TokenExchange
 from bastion.oauth.context import OAuthContext
 from bastion.oauth.dpop import PROOF_ALGS
 from bastion.oauth.errors import InvalidClient, InvalidClientMetadata, InvalidRequest, OAuthError, ServerError
@@ -105,8 +106,10 @@ def _guarded(ctx: OAuthContext, handler: Handler) -> Handler:
     return run
 
 
-def oauth_routes(ctx: OAuthContext, idjag: IdJagGrant | None = None) -> list[Route]:
-    token = TokenEndpoint(ctx, idjag)
+def oauth_routes(
+    ctx: OAuthContext, idjag: IdJagGrant | None = None, exchange: TokenExchange | None = None
+) -> list[Route]:
+    token = TokenEndpoint(ctx, idjag, exchange)
     revocation = RevocationEndpoint(ctx)
     introspection = IntrospectionEndpoint(ctx)
     registration = RegistrationEndpoint(ctx)
@@ -114,6 +117,7 @@ def oauth_routes(ctx: OAuthContext, idjag: IdJagGrant | None = None) -> list[Rou
         ctx.issuer,
         scopes=[*ctx.auth.scopes, "offline_access"],
         dynamic_registration=ctx.auth.registration.enabled,
+        id_jag_bridge=exchange is not None and exchange.enabled,
     )
     metadata["client_id_metadata_document_supported"] = ctx.registry.accepts_metadata_documents
     if idjag is not None and idjag.enabled:  # Enterprise-Managed Authorization (ID-JAG §7.2)

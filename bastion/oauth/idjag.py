@@ -4,7 +4,7 @@ MCP EMA extension §5 and §7). Each rule is one step, in this order, and every 
 ``invalid_grant`` (client authentication failures stay ``invalid_client``):
 
 1. ``typ`` = ``oauth-id-jag+jwt``;           2. ``alg`` in the issuer's allow-list (never none/HS*);
-3. ``iss`` is a trusted issuer, and this client may present its assertions;
+3. ``iss`` is a trusted issuer (never Bastion itself), and this client may present its assertions;
 4. the signature verifies with a current key of that issuer (``kid`` rollover: JWKS refetched);
 5. ``aud`` = Bastion's issuer (a string, or an array of exactly one);
 6. ``client_id`` = the authenticated client;  7. ``resource`` (when present) is one of Bastion's;
@@ -110,6 +110,8 @@ class IdJagGrant:
         if header.get("typ") != ID_JAG_TYP:
             raise InvalidGrant("the assertion is not an ID-JAG (typ must be oauth-id-jag+jwt)")
         iss = unverified.get("iss")
+        if iss == self._ctx.issuer:
+            raise InvalidGrant("Bastion does not accept its own ID-JAGs")
         trusted = self._issuers.get(iss) if isinstance(iss, str) else None
         if trusted is None:
             raise InvalidGrant("the assertion's issuer is not trusted")

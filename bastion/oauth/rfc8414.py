@@ -21,13 +21,18 @@ JWKS_PATH = "/jwks"
 REVOCATION_PATH = "/revoke"
 INTROSPECTION_PATH = "/introspect"
 
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a URN
+ID_JAG_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id-jag"  # noqa: S105 - a URN
 CLIENT_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
 SIGNING_ALGS = ("ES256", "EdDSA", "RS256")
 
 
 def authorization_server_metadata(
-    issuer: str, *, scopes: Sequence[str], dynamic_registration: bool = True
+    issuer: str, *, scopes: Sequence[str], dynamic_registration: bool = True, id_jag_bridge: bool = False
 ) -> dict[str, Any]:
+    """The metadata document. ``id_jag_bridge``: Bastion mints ID-JAGs by RFC 8693 token exchange
+    (IDJAG §7.1 ``identity_chaining_requested_token_types_supported``); which audiences, clients
+    and users the bridge serves is never published."""
     document: dict[str, Any] = {
         "issuer": issuer,
         "authorization_endpoint": issuer + AUTHORIZATION_PATH,
@@ -49,4 +54,7 @@ def authorization_server_metadata(
     }
     if dynamic_registration:
         document["registration_endpoint"] = issuer + REGISTRATION_PATH
+    if id_jag_bridge:
+        document["grant_types_supported"].append(TOKEN_EXCHANGE_GRANT)
+        document["identity_chaining_requested_token_types_supported"] = [ID_JAG_TOKEN_TYPE]
     return document

@@ -9,6 +9,8 @@
   up again: a disabled or deleted user gets ``invalid_grant``.
 - ``client_credentials`` (§4.4; MCP OAuth Client Credentials extension): confidential clients
   only, for themselves (``sub`` = the client id), no refresh token.
+- ``jwt-bearer`` with an ID-JAG (``idjag.py``) and, when the bridge is on, RFC 8693
+  ``token-exchange`` for an ID-JAG (``bridge.py``).
 
 Responses carry ``Cache-Control: no-store`` (set by the HTTP layer). Every issuance and
 refusal is an audit event; no token, code or secret ever reaches a log line.
@@ -23,11 +25,11 @@ from typing import Any
 from bastion.audit import events
 from bastion.core.records import RotateOutcome, UserRecord
 from bastion.oauth import families, rfc7636
+from bastion.oauth.bridge import TOKEN_EXCHANGE, TokenExchange
 from bastion.oauth.context import OAuthContext
 from bastion.oauth.errors import (
     InvalidGrant,
     InvalidRequest,
-    TemporarilyUnavailable,
     UnauthorizedClient,
     UnsupportedGrantType,
 )
@@ -57,9 +59,12 @@ def _presented(form: Mapping[str, Sequence[str]], name: str) -> str:
 
 
 class TokenEndpoint:
-    def __init__(self, ctx: OAuthContext, idjag: IdJagGrant | None = None) -> None:
+    def __init__(
+        self, ctx: OAuthContext, idjag: IdJagGrant | None = None, exchange: TokenExchange | None = None
+    ) -> None:
         self._ctx = ctx
         self._idjag = idjag
+        self._exchange = exchange
 
     async def handle(
         self, form: Mapping[str, Sequence[str]], authorization: str | None, dpop_proof: str | None = None
@@ -76,6 +81,8 @@ class TokenEndpoint:
             return await self._client_credentials(client, form)
         if grant_type == JWT_BEARER and self._idjag is not None and self._idjag.enabled:
             return await self._jwt_bearer(client, form, dpop_proof)
+        if grant_type == TOKEN_EXCHANGE and self._exchange is not None and self._exchange.enabled:
+            return await self._exchange.exchange(client, form, dpop_proof)
         raise UnsupportedGrantType("grant_type is not supported")
 
     async def _jwt_bearer(
@@ -119,7 +126,7 @@ class TokenEndpoint:
         user = await self._active_user(str(payload["user_id"]))
         scopes = tuple(str(s) for s in payload["scopes"])
         await self._consent_still_given(client, user.user_id, scopes, resource)
-        await self._idp_session_holds(payload.get("idp_session"))
+        await self._ctx.idp_session_holds(payload.get("idp_session"))
         response, issued = self._access_token(
             client, user.user_id, resource, scopes, user=user, auth_time=payload.get("auth_time")
         )
@@ -186,7 +193,7 @@ class TokenEndpoint:
             # client its refresh token (a retry after the grace window would look like reuse)
             try:
                 user = await self._active_user(user_id)
-                await self._idp_session_holds(payload.get("idp_session"))
+                await self._ctx.idp_session_holds(payload.get("idp_session"))
             except InvalidGrant:
                 await families.revoke(ctx, record.family_id)
                 raise
@@ -282,16 +289,6 @@ class TokenEndpoint:
         consent = await self._ctx.store.consents.get(user_id, client.client_id)
         if consent is None or not (set(scopes) <= consent.scopes and resource in consent.resources):
             raise InvalidGrant("the user's consent for this client was withdrawn")
-
-    async def _idp_session_holds(self, session_id: object) -> None:
-        """A grant from an identity-provider sign-in lives only as long as that session."""
-        if not isinstance(session_id, str) or self._ctx.sessions is None:
-            return
-        state = await self._ctx.sessions.check(session_id)
-        if state == "ended":
-            raise InvalidGrant("the sign-in at the identity provider ended; sign in again")
-        if state == "unavailable":
-            raise TemporarilyUnavailable("the identity provider cannot be reached; try again later")
 
     async def _active_user(self, user_id: str) -> UserRecord:
         user = await self._ctx.store.users.get(user_id)

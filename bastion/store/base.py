@@ -266,9 +266,10 @@ class ThrottleStore(Protocol):
 
 
 class IdpSessionStore(Protocol):
-    """Sign-ins at enterprise IdPs, by Bastion's own session id. ``sealed_refresh_token`` is
-    opaque text sealed by the caller; the store never sees an IdP token in the clear.
-    Deleting a user does not delete their sessions: call ``delete_for_user`` as well."""
+    """Sign-ins at enterprise IdPs, by Bastion's own session id. ``sealed_refresh_token`` and
+    ``sealed_id_token`` are opaque text sealed by the caller; the store never sees an IdP token
+    in the clear. Deleting a user does not delete their sessions: call ``delete_for_user`` as
+    well."""
 
     async def put(self, session: IdpSession) -> None:
         """Raises ``Conflict`` if the session_id is already stored."""
@@ -278,11 +279,24 @@ class IdpSessionStore(Protocol):
         """The session, expired or not (the caller compares ``expires_at``)."""
         ...
 
+    async def latest_for_user(self, user_id: str, provider: str, now: float) -> IdpSession | None:
+        """The newest (latest ``auth_time``) session of ``user_id`` at ``provider`` that has not
+        expired (``expires_at > now``), or None."""
+        ...
+
     async def update_token(
-        self, session_id: str, sealed_refresh_token: str | None, checked_at: float
+        self,
+        session_id: str,
+        sealed_refresh_token: str | None,
+        checked_at: float,
+        *,
+        sealed_id_token: str | None = None,
+        id_token_expires_at: float | None = None,
     ) -> bool:
-        """After a re-check at the IdP: store the (possibly rotated) sealed refresh token and
-        when the check happened. False if there is no such session."""
+        """After a re-check (a refresh) at the IdP: store the (possibly rotated) sealed refresh
+        token and when the check happened; and, when ``sealed_id_token`` is given, the new ID
+        token with its expiry (otherwise the stored ID token is kept). False if there is no
+        such session."""
         ...
 
     async def delete(self, session_id: str) -> bool: ...

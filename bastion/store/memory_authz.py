@@ -341,15 +341,35 @@ class MemoryIdpSessionStore:
     async def get(self, session_id: str) -> IdpSession | None:
         return self._sessions.get(session_id)
 
+    async def latest_for_user(self, user_id: str, provider: str, now: float) -> IdpSession | None:
+        live = [
+            s
+            for s in self._sessions.values()
+            if s.user_id == user_id and s.provider == provider and s.expires_at > now
+        ]
+        return max(live, key=lambda s: (s.auth_time, s.session_id), default=None)
+
     async def update_token(
-        self, session_id: str, sealed_refresh_token: str | None, checked_at: float
+        self,
+        session_id: str,
+        sealed_refresh_token: str | None,
+        checked_at: float,
+        *,
+        sealed_id_token: str | None = None,
+        id_token_expires_at: float | None = None,
     ) -> bool:
         session = self._sessions.get(session_id)
         if session is None:
             return False
-        self._sessions[session_id] = dataclasses.replace(
+        session = dataclasses.replace(
             session, sealed_refresh_token=sealed_refresh_token, checked_at=float(checked_at)
         )
+        if sealed_id_token is not None:
+            expires = float(id_token_expires_at) if id_token_expires_at is not None else None
+            session = dataclasses.replace(
+                session, sealed_id_token=sealed_id_token, id_token_expires_at=expires
+            )
+        self._sessions[session_id] = session
         return True
 
     async def delete(self, session_id: str) -> bool:

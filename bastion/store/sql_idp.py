@@ -1,7 +1,7 @@
 """SQL store for sign-ins at enterprise IdPs (SQLite and Postgres alike).
 
-The IdP's refresh token arrives sealed (AES-GCM, by the caller) and is stored as that
-opaque text: neither the store nor the database ever sees it in the clear.
+The IdP's refresh and ID tokens arrive sealed (AES-GCM, by the caller) and are stored as that
+opaque text: neither the store nor the database ever sees them in the clear.
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ from bastion.store.sql_engine import write_transaction
 from bastion.store.tables import idp_sessions
 
 
+def _float_or_none(value: float | None) -> float | None:
+    return float(value) if value is not None else None
+
+
 def _session(row: Mapping[Any, Any]) -> IdpSession:
     return IdpSession(
         session_id=row["session_id"],
@@ -28,6 +32,8 @@ def _session(row: Mapping[Any, Any]) -> IdpSession:
         auth_time=row["auth_time"],
         expires_at=row["expires_at"],
         checked_at=row["checked_at"],
+        sealed_id_token=row["sealed_id_token"],
+        id_token_expires_at=row["id_token_expires_at"],
     )
 
 
@@ -46,6 +52,8 @@ class SqlIdpSessionStore:
             "auth_time": float(session.auth_time),
             "expires_at": float(session.expires_at),
             "checked_at": float(session.checked_at),
+            "sealed_id_token": session.sealed_id_token,
+            "id_token_expires_at": _float_or_none(session.id_token_expires_at),
         }
         try:
             async with write_transaction(self._engine) as conn:
@@ -59,14 +67,40 @@ class SqlIdpSessionStore:
             row = (await conn.execute(query)).mappings().first()
         return _session(row) if row is not None else None
 
-    async def update_token(
-        self, session_id: str, sealed_refresh_token: str | None, checked_at: float
-    ) -> bool:
-        stmt = (
-            sa.update(idp_sessions)
-            .where(idp_sessions.c.session_id == session_id)
-            .values(sealed_refresh_token=sealed_refresh_token, checked_at=float(checked_at))
+    async def latest_for_user(self, user_id: str, provider: str, now: float) -> IdpSession | None:
+        query = (
+            sa.select(idp_sessions)
+            .where(
+                idp_sessions.c.user_id == user_id,
+                idp_sessions.c.provider == provider,
+                idp_sessions.c.expires_at > float(now),
+            )
+            .order_by(idp_sessions.c.auth_time.desc(), idp_sessions.c.session_id.desc())
+            .limit(1)
         )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return _session(row) if row is not None else None
+
+    async def update_token(
+        self,
+        session_id: str,
+        sealed_refresh_token: str | None,
+        checked_at: float,
+        *,
+        sealed_id_token: str | None = None,
+        id_token_expires_at: float | None = None,
+    ) -> bool:
+        values: dict[str, Any] = {
+            "sealed_refresh_token": sealed_refresh_token,
+            "checked_at": float(checked_at),
+        }
+        if sealed_id_token is not None:
+            values |= {
+                "sealed_id_token": sealed_id_token,
+                "id_token_expires_at": _float_or_none(id_token_expires_at),
+            }
+        stmt = sa.update(idp_sessions).where(idp_sessions.c.session_id == session_id).values(**values)
         return bool(await self._rowcount(stmt))
 
     async def delete(self, session_id: str) -> bool:

@@ -185,7 +185,7 @@ throttle_hits = sa.Table(
 )
 
 
-# -- sign-ins at enterprise IdPs (revision 0006) ------------------------------------------------
+# -- sign-ins at enterprise IdPs (revisions 0006, 0007) -----------------------------------------
 
 idp_sessions = sa.Table(
     "idp_sessions",
@@ -197,4 +197,6 @@ idp_sessions = sa.Table(
     sa.Column("auth_time", sa.Double, nullable=False),
     sa.Column("expires_at", sa.Double, nullable=False),
     sa.Column("checked_at", sa.Double, nullable=False),
+    sa.Column("sealed_id_token", sa.Text),  # sealed by the caller (AES-GCM), never plaintext
+    sa.Column("id_token_expires_at", sa.Double),
 )

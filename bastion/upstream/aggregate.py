@@ -17,6 +17,7 @@ from typing import Any
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, SERVER_INFO_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from bastion.core.credentials import Credentials
 from bastion.core.errors import (
     BastionError,
     HttpMethodNotAllowed,
@@ -26,10 +27,11 @@ from bastion.core.errors import (
     SessionNotFound,
     SessionRequired,
 )
-from bastion.core.records import Era, InboundCall, MessageKind, Principal, UpstreamCredential
+from bastion.core.records import Era, InboundCall, MessageKind, Principal
 from bastion.core.replies import EmptyReply, MessageReply, Reply
 from bastion.upstream import naming
 from bastion.upstream.eras import BASTION_INFO, negotiated_version, strip_envelope, to_modern_response
+from bastion.upstream.extensions import with_extensions
 from bastion.upstream.mrtr import MrtrBridge
 from bastion.upstream.registry import Link, UpstreamEntry
 from bastion.upstream.relay import RelaySession, forward_cancel, run_on_route, single
@@ -67,17 +69,17 @@ class Aggregator:
         sessions: SessionManager,
         relays: dict[str, RelaySession],
         mrtr: MrtrBridge,
+        extensions: JsonObject | None = None,
     ) -> None:
         self._mrtr = mrtr
+        self._extensions = extensions or {}  # Bastion's own, declared in initialize/discover results
         self._entries = entries
         self._sessions = sessions
         self._relays = relays
 
-    async def dispatch(
-        self, call: InboundCall, principal: Principal, credential: UpstreamCredential
-    ) -> Reply:
+    async def dispatch(self, call: InboundCall, principal: Principal, credentials: Credentials) -> Reply:
         if call.era is Era.MODERN:
-            return await self._modern(call, principal, credential)
+            return await self._modern(call, principal, credentials)
         if call.session_id is None:
             if call.http_method == "POST" and call.method == "initialize":
                 return await self._initialize(call, principal)
@@ -87,7 +89,7 @@ class Aggregator:
         if relay is None:
             await self._sessions.drop(record.session_id)
             raise SessionNotFound("Session not found")
-        return await self._legacy(relay, call, credential)
+        return await self._legacy(relay, call, credentials)
 
     # -- legacy ----------------------------------------------------------------------------------
 
@@ -103,18 +105,21 @@ class Aggregator:
             client_info=params.get("clientInfo") or {},
         )
         self._relays[record.session_id] = RelaySession(record)
-        result = {
-            "protocolVersion": version,
-            "capabilities": CAPABILITIES,
-            "serverInfo": BASTION_INFO,
-            "instructions": INSTRUCTIONS,
-        }
+        result = with_extensions(
+            {
+                "protocolVersion": version,
+                "capabilities": CAPABILITIES,
+                "serverInfo": BASTION_INFO,
+                "instructions": INSTRUCTIONS,
+            },
+            self._extensions,
+        )
         response = {"jsonrpc": "2.0", "id": call.request_id, "result": result}
         return MessageReply(
             messages=single(response), headers=((b"mcp-session-id", record.session_id.encode()),)
         )
 
-    async def _legacy(self, relay: RelaySession, call: InboundCall, credential: UpstreamCredential) -> Reply:
+    async def _legacy(self, relay: RelaySession, call: InboundCall, credentials: Credentials) -> Reply:
         if call.http_method == "GET":
             return relay.open_stream()
         if call.http_method == "DELETE":
@@ -131,6 +136,7 @@ class Aggregator:
             def sink(message: JsonObject) -> None:
                 relay.sink(naming.qualify_notification(name, message))
 
+            credential = await credentials.for_upstream(name)
             return await entry.session_link(
                 relay.session_id, relay.init_params, credential, sink=sink, asker=relay.ask
             )
@@ -159,7 +165,7 @@ class Aggregator:
 
     # -- modern ----------------------------------------------------------------------------------
 
-    async def _modern(self, call: InboundCall, principal: Principal, credential: UpstreamCredential) -> Reply:
+    async def _modern(self, call: InboundCall, principal: Principal, credentials: Credentials) -> Reply:
         if call.http_method != "POST":
             raise HttpMethodNotAllowed("Method Not Allowed: the 2026-07-28 transport uses POST only")
         if call.kind is not MessageKind.REQUEST:
@@ -174,6 +180,7 @@ class Aggregator:
                 "ttlMs": 0,
                 "_meta": {SERVER_INFO_META_KEY: BASTION_INFO},
             }
+            result = with_extensions(result, self._extensions)
             return MessageReply(messages=single({"jsonrpc": "2.0", "id": call.request_id, "result": result}))
         if self._mrtr.holds(call):  # a retry answering a legacy upstream's question
             return self._mrtr.resume(call, principal, "")
@@ -181,7 +188,8 @@ class Aggregator:
         caps = meta.get(CLIENT_CAPABILITIES_META_KEY) if isinstance(meta, dict) else None
 
         async def link_for(entry: UpstreamEntry) -> Link:
-            eras = await entry.eras()
+            credential = await credentials.for_upstream(entry.name)
+            eras = await entry.eras(credential)
             if entry.http is not None and eras.modern:  # its own input_required goes to the client as is
                 return entry.modern_link(meta, credential, resolve_input=False)
             return await entry.shared_channel(credential, caps if isinstance(caps, dict) else None)

@@ -41,6 +41,10 @@ class HttpSessionTransport:
         self._get_task: asyncio.Task[None] | None = None
         self._closed = False
 
+    def use_headers(self, headers: tuple[tuple[str, str], ...]) -> None:
+        """The credential of the session's user, renewed (a per-user token refreshed)."""
+        self._extra = headers
+
     def _headers(self) -> list[tuple[str, str]]:
         headers = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")]
         if self.session_id is not None:

@@ -44,6 +44,10 @@ class ModernLink:
         self.initialize_result: JsonObject | None = None
         self.discover_result: JsonObject | None = None
 
+    def use_headers(self, headers: tuple[tuple[str, str], ...]) -> None:
+        """The credential of the link's user, renewed (a per-user token refreshed)."""
+        self._extra = headers
+
     def _headers(self, message: JsonObject) -> list[tuple[str, str]]:
         method = str(message.get("method"))
         headers = [

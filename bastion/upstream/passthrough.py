@@ -2,8 +2,9 @@
 
 The JSON-RPC body is forwarded byte for byte and the response streamed back chunk by chunk.
 Bastion changes only what it must: its own session id for the upstream's, its own headers for
-the client's (the client's Authorization never travels upstream), and upstream failures
-become JSON-RPC errors naming the upstream.
+the client's (the client's Authorization never travels upstream), the extensions Bastion
+implements added to the initialize / server/discover result (see extensions.py; no other
+response is parsed), and upstream failures become JSON-RPC errors naming the upstream.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from bastion.core.errors import UpstreamFailed
+from bastion.core.errors import UpstreamFailed, UpstreamRejectedCredentials
 from bastion.core.records import Era, InboundCall, MessageKind, Principal, SessionRecord, UpstreamCredential
 from bastion.core.replies import ByteReply, Headers
+from bastion.upstream.extensions import RESULT_METHODS, JsonObject, declare_in_json, declare_in_sse
 from bastion.upstream.http import HttpUpstreamClient, map_client_error
 from bastion.upstream.sessions import SessionManager
 
@@ -55,9 +57,12 @@ def request_headers(
 
 
 class Passthrough:
-    def __init__(self, client: HttpUpstreamClient, sessions: SessionManager) -> None:
+    def __init__(
+        self, client: HttpUpstreamClient, sessions: SessionManager, extensions: JsonObject | None = None
+    ) -> None:
         self._client = client
         self._sessions = sessions
+        self._extensions = extensions or {}  # Bastion's own, declared in initialize/discover results
         self._name = client.name
         self._request_timeout = client.spec.timeouts.request
 
@@ -77,7 +82,7 @@ class Passthrough:
         status = response.status
         if status in (401, 403):
             response.release()
-            raise UpstreamFailed(self._name, f"rejected Bastion's credentials (HTTP {status})")
+            raise UpstreamRejectedCredentials(self._name, f"rejected Bastion's credentials (HTTP {status})")
         if status >= 500:
             response.release()
             raise UpstreamFailed(self._name, f"answered HTTP {status}")
@@ -98,8 +103,10 @@ class Passthrough:
             await self._sessions.drop(plan.session.session_id)
         if call.http_method == "DELETE" and plan.session is not None and status < 300:
             await self._sessions.drop(plan.session.session_id)
+        # only the initialize / server/discover response is rewritten, and only with something to declare
+        declare = bool(self._extensions) and status == 200 and call.method in RESULT_METHODS
         length = response.content_length
-        if not is_sse and length is not None and length <= _SMALL_BODY:
+        if not is_sse and (declare or (length is not None and length <= _SMALL_BODY)):
             try:
                 async with asyncio.timeout(self._request_timeout):
                     data = await response.read()
@@ -107,12 +114,15 @@ class Passthrough:
                 raise map_client_error(self._name, exc) from None
             finally:
                 response.release()
+            if declare:
+                data = declare_in_json(data, call.request_id, self._extensions)
             return ByteReply(status, out_headers, None, data, False, self._name)
         loop = asyncio.get_running_loop()
         deadline = None if streaming_get else loop.time() + self._request_timeout
-        return ByteReply(
-            status, out_headers, self._client.iter_chunks(response, deadline), b"", is_sse, self._name
-        )
+        chunks = self._client.iter_chunks(response, deadline)
+        if declare and is_sse:
+            chunks = declare_in_sse(chunks, call.request_id, self._extensions)
+        return ByteReply(status, out_headers, chunks, b"", is_sse, self._name)
 
     async def _response_headers(self, plan: ForwardPlan, response: aiohttp.ClientResponse) -> Headers:
         out: list[tuple[bytes, bytes]] = []

@@ -17,8 +17,8 @@ from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY
 from mcp_types.version import LATEST_HANDSHAKE_VERSION, LATEST_MODERN_VERSION
 
 from bastion.config.model import Upstream
-from bastion.core.errors import UpstreamError, UpstreamUnavailable
-from bastion.core.records import UpstreamCredential
+from bastion.core.errors import UpstreamError, UpstreamRejectedCredentials, UpstreamUnavailable
+from bastion.core.records import NO_CREDENTIAL, UpstreamCredential
 from bastion.upstream.channel import LegacyChannel, SessionAsker
 from bastion.upstream.eras import BASTION_CLIENT_INIT
 from bastion.upstream.http import HttpUpstreamClient
@@ -30,6 +30,20 @@ from bastion.upstream.stdio import StdioProcess
 JsonObject = dict[str, Any]
 log = logging.getLogger("bastion.upstream")
 _RELAYED_CAPABILITIES = frozenset({"sampling", "elicitation", "roots"})
+
+
+_UNSCOPED_NO_CAPS = orjson.dumps([None, {}])
+
+
+def _renew(link: object, credential: UpstreamCredential) -> None:
+    """A link held for one user sends that user's current credential (their token is renewed
+    before it expires; static credentials never change)."""
+    if credential.process_scope is None:
+        return
+    if isinstance(link, ModernLink):
+        link.use_headers(credential.headers)
+    elif isinstance(link, LegacyChannel) and isinstance(link.transport, HttpSessionTransport):
+        link.transport.use_headers(credential.headers)
 
 
 class Link(Protocol):
@@ -89,20 +103,32 @@ class UpstreamEntry:
 
     # -- eras ----------------------------------------------------------------------------------
 
-    async def eras(self) -> EraSupport:
+    @property
+    def per_user(self) -> bool:
+        """Bastion authenticates to this upstream as each user (it cannot probe it alone)."""
+        return self.config.auth.type != "none"
+
+    async def eras(self, credential: UpstreamCredential = NO_CREDENTIAL) -> EraSupport:
+        """Which eras the upstream serves, probed once (with the first caller's credential for an
+        upstream that wants one; a probe the upstream refused is not remembered)."""
         if self.is_stdio:
             return EraSupport(legacy=True, modern=False)
         if self._eras is not None:
             return self._eras
         async with self._era_lock:
             if self._eras is None:
-                self._eras = await self._probe()
+                self._eras = await self._probe(credential.headers)
             return self._eras
 
-    async def _probe(self) -> EraSupport:
+    async def _probe(self, auth_headers: tuple[tuple[str, str], ...]) -> EraSupport:
         """Ask the upstream which eras it serves: server/discover, then initialize (+ DELETE)."""
         assert self.http is not None
-        modern_link = ModernLink(self.http, capabilities={}, client_info=BASTION_CLIENT_INIT["clientInfo"])
+        modern_link = ModernLink(
+            self.http,
+            capabilities={},
+            client_info=BASTION_CLIENT_INIT["clientInfo"],
+            extra_headers=auth_headers,
+        )
         discover: JsonObject | None = None
         try:
             discover = await modern_link.discover()
@@ -111,19 +137,23 @@ class UpstreamEntry:
         except UpstreamError:
             discover = None
         modern = discover is not None and LATEST_MODERN_VERSION in (discover.get("supportedVersions") or [])
-        legacy = await self._probe_legacy()
+        legacy = await self._probe_legacy(auth_headers)
         if not (legacy or modern):
             legacy = True  # let the client's own request produce the upstream's error
         support = EraSupport(legacy=legacy, modern=modern, discover_result=discover if modern else None)
         log.info("upstream %s speaks: legacy=%s modern=%s", self.name, legacy, modern)
         return support
 
-    async def _probe_legacy(self) -> bool:
+    async def _probe_legacy(self, auth_headers: tuple[tuple[str, str], ...]) -> bool:
         assert self.http is not None
         body = orjson.dumps(
             {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": BASTION_CLIENT_INIT}
         )
-        headers = [("content-type", "application/json"), ("accept", "application/json, text/event-stream")]
+        headers = [
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+            *auth_headers,
+        ]
         try:
             response = await self.http.request("POST", headers, body)
         except UpstreamError:
@@ -131,11 +161,19 @@ class UpstreamEntry:
         session = response.headers.get("mcp-session-id")
         ok = response.status == 200
         response.release()
+        if response.status in (401, 403) and self.per_user:
+            raise UpstreamRejectedCredentials(
+                self.name, f"rejected Bastion's credentials (HTTP {response.status})"
+            )
         if ok and session is not None:
             with contextlib.suppress(UpstreamError):
                 delete = await self.http.request(
                     "DELETE",
-                    [("mcp-session-id", session), ("mcp-protocol-version", LATEST_HANDSHAKE_VERSION)],
+                    [
+                        ("mcp-session-id", session),
+                        ("mcp-protocol-version", LATEST_HANDSHAKE_VERSION),
+                        *auth_headers,
+                    ],
                     None,
                 )
                 delete.release()
@@ -161,18 +199,24 @@ class UpstreamEntry:
         capabilities (modern-era clients, ``isolation: shared``): a server only asks a client
         for what it declared, so callers that can answer elicitation get a session that says so."""
         caps = {k: v for k, v in (capabilities or {}).items() if k in _RELAYED_CAPABILITIES}
-        key = orjson.dumps(caps, option=orjson.OPT_SORT_KEYS)
+        # a per-user credential (process_scope set) never shares a channel with another user
+        key = orjson.dumps([credential.process_scope, caps], option=orjson.OPT_SORT_KEYS)
         channel = self._shared.get(key)
         if channel is not None and not channel.closed:
+            _renew(channel, credential)
             return channel
         async with self._shared_lock:
             channel = self._shared.get(key)
             if channel is None or channel.closed:
-                label = "shared" if not caps else f"shared-{hashlib.sha256(key).hexdigest()[:8]}"
+                label = (
+                    "shared" if key == _UNSCOPED_NO_CAPS else f"shared-{hashlib.sha256(key).hexdigest()[:8]}"
+                )
                 channel = await self.open_channel(
                     {**BASTION_CLIENT_INIT, "capabilities": caps}, label, credential
                 )
                 self._shared[key] = channel
+            else:
+                _renew(channel, credential)
             return channel
 
     async def open_channel(
@@ -227,8 +271,9 @@ class UpstreamEntry:
         """
         link = self._session_links.get(session_id)
         if link is not None:
+            _renew(link, credential)
             return link
-        eras = await self.eras()
+        eras = await self.eras(credential)
         if self.config.stdio is not None and self.config.stdio.isolation == "shared":
             return await self.shared_channel(credential, init_params.get("capabilities"))
         if not self.is_stdio and not eras.legacy:

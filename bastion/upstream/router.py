@@ -19,6 +19,7 @@ from typing import Any
 from mcp_types import CLIENT_CAPABILITIES_META_KEY
 
 from bastion.config.model import Settings
+from bastion.core.credentials import Credentials
 from bastion.core.eras_errors import legacy_only_rejection, modern_only_rejection
 from bastion.core.errors import (
     HttpMethodNotAllowed,
@@ -26,6 +27,7 @@ from bastion.core.errors import (
     SessionNotFound,
     SessionRequired,
     UnknownEndpoint,
+    UpstreamRejectedCredentials,
 )
 from bastion.core.records import Era, InboundCall, MessageKind, Principal, UpstreamCredential
 from bastion.core.replies import EmptyReply, MessageReply, Reply
@@ -37,6 +39,7 @@ from bastion.upstream.eras import (
     strip_envelope,
     to_modern_response,
 )
+from bastion.upstream.extensions import server_extensions, with_extensions
 from bastion.upstream.mrtr import MrtrBridge
 from bastion.upstream.passthrough import ForwardPlan, Passthrough
 from bastion.upstream.registry import UpstreamEntry
@@ -51,16 +54,19 @@ log = logging.getLogger("bastion.upstream")
 class UpstreamStage:
     def __init__(self, settings: Settings, sessions: SessionManager) -> None:
         self.sessions = sessions
+        self.extensions = server_extensions(settings)  # declared in every initialize/discover result
         self.entries = {u.name: UpstreamEntry(u) for u in settings.upstreams}
         self.passthrough = {
-            name: Passthrough(entry.http, sessions)
+            name: Passthrough(entry.http, sessions, self.extensions)
             for name, entry in self.entries.items()
             if entry.http is not None
         }
         self.relays: dict[str, RelaySession] = {}
         self.mrtr = MrtrBridge()
         self.aggregate = (
-            Aggregator(self.entries, sessions, self.relays, self.mrtr) if settings.aggregate.enabled else None
+            Aggregator(self.entries, sessions, self.relays, self.mrtr, self.extensions)
+            if settings.aggregate.enabled
+            else None
         )
         self._background: set[asyncio.Task[None]] = set()
         sessions.on_expired.append(self._expired)
@@ -68,16 +74,24 @@ class UpstreamStage:
     def known(self, endpoint: str | None) -> bool:
         return self.aggregate is not None if endpoint is None else endpoint in self.entries
 
-    async def dispatch(
-        self, call: InboundCall, principal: Principal, credential: UpstreamCredential
-    ) -> Reply:
+    async def dispatch(self, call: InboundCall, principal: Principal, credentials: Credentials) -> Reply:
         if call.endpoint is None:
             if self.aggregate is None:
                 raise UnknownEndpoint("No aggregate endpoint: it is disabled in the configuration")
-            return await self.aggregate.dispatch(call, principal, credential)
+            return await self.aggregate.dispatch(call, principal, credentials)
         entry = self.entries.get(call.endpoint)
         if entry is None:
             raise UnknownEndpoint(f"No upstream named '{call.endpoint}'")
+        credential = await credentials.for_upstream(entry.name)
+        try:
+            return await self._to_entry(entry, call, principal, credential)
+        except UpstreamRejectedCredentials:
+            credentials.refused(entry.name)
+            raise
+
+    async def _to_entry(
+        self, entry: UpstreamEntry, call: InboundCall, principal: Principal, credential: UpstreamCredential
+    ) -> Reply:
         if call.era is Era.MODERN:
             if "modern" not in entry.config.client_eras:
                 raise legacy_only_rejection(call.protocol_version)
@@ -102,7 +116,7 @@ class UpstreamStage:
                 await self.sessions.drop(record.session_id)
                 raise SessionNotFound("Session not found")
             return await self._relay(entry, relay, call, credential)
-        eras = await entry.eras()
+        eras = await entry.eras(credential)
         if entry.http is not None and eras.legacy:
             return await self.passthrough[entry.name].forward(ForwardPlan(call, principal, credential, None))
         if call.http_method == "POST" and call.method == "initialize":
@@ -135,7 +149,7 @@ class UpstreamStage:
             await self.sessions.drop(record.session_id)
             raise
         self.relays[record.session_id] = relay
-        result = self._initialize_result(link, entry, version)
+        result = with_extensions(self._initialize_result(link, entry, version), self.extensions)
         response = {"jsonrpc": "2.0", "id": call.request_id, "result": result}
         return MessageReply(
             messages=single(response),
@@ -209,7 +223,7 @@ class UpstreamStage:
     ) -> Reply:
         if call.http_method != "POST":
             raise HttpMethodNotAllowed("Method Not Allowed: the 2026-07-28 transport uses POST only")
-        eras = await entry.eras()
+        eras = await entry.eras(credential)
         if entry.http is not None and eras.modern:
             return await self.passthrough[entry.name].forward(ForwardPlan(call, principal, credential, None))
         if call.kind is not MessageKind.REQUEST:
@@ -224,7 +238,9 @@ class UpstreamStage:
             response = {
                 "jsonrpc": "2.0",
                 "id": call.request_id,
-                "result": discover_from_initialize(channel.initialize_result),
+                "result": with_extensions(
+                    discover_from_initialize(channel.initialize_result), self.extensions
+                ),
             }
             return MessageReply(messages=single(response), upstream=entry.name)
         message = strip_envelope(call.message)

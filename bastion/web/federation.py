@@ -192,6 +192,8 @@ class FederatedLogin:
             provider=provider.name,
             refresh_token=tokens.refresh_token if config.refresh else None,
             lifetime_s=config.max_session_lifetime,
+            id_token=tokens.id_token,  # the subject token of ID-JAG exchanges at this IdP
+            id_token_expires_at=float(claims["exp"]),
         )
         self._ctx.event(
             events.LOGIN_SUCCEEDED, subject=user.user_id, detail=f"idp {provider.name} ({identity.issuer})"

@@ -1,8 +1,9 @@
 """The enterprise-IdP side of the stores, one contract for memory, SQLite and a real
 PostgreSQL: a user's profile replaced at every sign-in, and IdP sessions (the sealed IdP
-refresh token Bastion re-checks a user with) stored, re-checked, deleted per user and
-provider, and purged at their maximum lifetime; replicas racing on one session id; the
-0005 → 0006 migration keeping the users.
+refresh token Bastion re-checks a user with, the sealed ID token it exchanges for ID-JAGs)
+stored, re-checked, found as a user's latest at one provider, deleted per user and provider,
+and purged at their maximum lifetime; replicas racing on one session id; the 0005 → 0006 and
+0006 → 0007 migrations keeping users and sessions.
 """
 
 from __future__ import annotations
@@ -149,6 +150,74 @@ async def test_update_token_replaces_the_token_and_the_check_time_only(store: St
     assert await store.idp_sessions.get("ghost") is None
 
 
+async def test_the_id_token_round_trips_and_is_replaced_only_when_given(store: Store) -> None:
+    await store.idp_sessions.put(session(sealed_id_token=SEALED[::-1], id_token_expires_at=1_700_003_600.5))
+    await store.idp_sessions.put(session("s2", sealed_id_token="other-id", id_token_expires_at=7))
+    assert await store.idp_sessions.get("s1") == session(
+        sealed_id_token=SEALED[::-1], id_token_expires_at=1_700_003_600.5
+    )
+    # a re-check without a new ID token keeps the stored one
+    assert await store.idp_sessions.update_token("s1", "rotated", checked_at=1_700_001_000.0)
+    assert await store.idp_sessions.get("s1") == session(
+        sealed_refresh_token="rotated",
+        checked_at=1_700_001_000.0,
+        sealed_id_token=SEALED[::-1],
+        id_token_expires_at=1_700_003_600.5,
+    )
+    # a refresh that brought a new ID token stores it with its expiry
+    assert await store.idp_sessions.update_token(
+        "s1",
+        "rotated-again",
+        checked_at=1_700_002_000.0,
+        sealed_id_token="new-id",
+        id_token_expires_at=1_700_005_600.25,
+    )
+    assert await store.idp_sessions.get("s1") == session(
+        sealed_refresh_token="rotated-again",
+        checked_at=1_700_002_000.0,
+        sealed_id_token="new-id",
+        id_token_expires_at=1_700_005_600.25,
+    )
+    assert await store.idp_sessions.get("s2") == session(
+        "s2", sealed_id_token="other-id", id_token_expires_at=7.0
+    )
+    assert (
+        await store.idp_sessions.update_token(
+            "ghost", "x", checked_at=1.0, sealed_id_token="y", id_token_expires_at=2.0
+        )
+        is False
+    )
+    assert await store.idp_sessions.get("ghost") is None
+
+
+async def test_latest_for_user_is_the_newest_live_session_at_that_provider(store: Store) -> None:
+    sessions = store.idp_sessions
+    assert await sessions.latest_for_user("u1", "entra", now=1000.0) is None
+    await sessions.put(session("old", auth_time=100.0, expires_at=5000.0))
+    await sessions.put(session("new", auth_time=300.0, expires_at=5000.0, sealed_id_token="id-new"))
+    await sessions.put(session("newest-but-expired", auth_time=400.0, expires_at=1000.0))
+    await sessions.put(session("other-provider", provider="okta", auth_time=500.0, expires_at=5000.0))
+    await sessions.put(session("other-user", user_id="u2", auth_time=600.0, expires_at=5000.0))
+    latest = await sessions.latest_for_user("u1", "entra", now=1000.0)  # expires_at == now: over
+    assert latest == session("new", auth_time=300.0, expires_at=5000.0, sealed_id_token="id-new")
+    assert (await sessions.latest_for_user("u1", "entra", now=999.0)) == session(
+        "newest-but-expired", auth_time=400.0, expires_at=1000.0
+    )
+    okta = await sessions.latest_for_user("u1", "okta", now=1000.0)
+    assert okta is not None
+    assert okta.session_id == "other-provider"
+    u2 = await sessions.latest_for_user("u2", "entra", now=1000.0)
+    assert u2 is not None
+    assert u2.session_id == "other-user"
+    assert await sessions.latest_for_user("u1", "google", now=1000.0) is None
+    assert await sessions.latest_for_user("u3", "entra", now=1000.0) is None
+    assert await sessions.latest_for_user("u1", "entra", now=5000.0) is None
+    await sessions.delete("new")
+    fallback = await sessions.latest_for_user("u1", "entra", now=1000.0)
+    assert fallback is not None
+    assert fallback.session_id == "old"
+
+
 async def test_delete_one_session(store: Store) -> None:
     await store.idp_sessions.put(session())
     await store.idp_sessions.put(session("s2"))
@@ -252,5 +321,36 @@ async def test_a_0005_database_upgrades_and_keeps_its_users(store_url: str) -> N
         )
         await store.idp_sessions.put(session())
         assert await store.idp_sessions.get("s1") == session()
+    finally:
+        await store.close()
+
+
+async def test_a_0006_database_upgrades_and_keeps_its_sessions(store_url: str) -> None:
+    if store_url == "memory://":
+        pytest.skip("a memory store has no schema to migrate")
+    engine = create_engine(store_url)
+    async with write_transaction(engine) as conn:
+        await conn.run_sync(_upgrade_to("0006"))  # type: ignore[arg-type]
+        await conn.execute(
+            sa.text(
+                "INSERT INTO idp_sessions (session_id, user_id, provider, sealed_refresh_token, "
+                "auth_time, expires_at, checked_at) VALUES ('s1', 'u1', 'entra', :sealed, "
+                "1700000000.25, 1700086400.25, 1700000000.25)"
+            ),
+            {"sealed": SEALED},
+        )
+    assert await current_revision(engine) == "0006"
+    await engine.dispose()
+
+    store = await open_store(store_url)
+    try:
+        assert isinstance(store, SqlStore)
+        assert await current_revision(store.engine) == head_revision()
+        assert await store.idp_sessions.get("s1") == session()  # no ID token until the next refresh
+        assert await store.idp_sessions.latest_for_user("u1", "entra", now=1_700_000_001.0) == session()
+        assert await store.idp_sessions.update_token(
+            "s1", SEALED, checked_at=1_700_000_000.25, sealed_id_token="id", id_token_expires_at=9.5
+        )
+        assert await store.idp_sessions.get("s1") == session(sealed_id_token="id", id_token_expires_at=9.5)
     finally:
         await store.close()

@@ -51,7 +51,7 @@ HARNESSES: dict[str, Path] = {
 INSTALL_HINT = "run `bash scripts/install-test-deps.sh` (or `make test`) to install node 22 and the harness"
 
 Harness = Literal["stable", "alpha"]
-_SCENARIO_DIR = re.compile(r"^(?:server-)?(?P<name>.+)-\d{4}-\d{2}-\d{2}T[\d-]+Z$")
+_SCENARIO_DIR = re.compile(r"^(?:server-|client-)?(?P<name>.+)-\d{4}-\d{2}-\d{2}T[\d-]+Z$")
 
 
 class ConformanceSetupError(RuntimeError):
@@ -210,8 +210,12 @@ def run_conformance(
     spec_version: str | None = None,
     scenario_timeout_ms: int | None = None,
     output_dir: Path | None = None,
+    client_command: str | None = None,
 ) -> ConformanceResult:
     """Run ``conformance server --url URL`` and return parsed results.
+
+    ``client_command``: run ``conformance client --command CMD`` instead (``url`` is then only a
+    label): the harness plays the servers and runs ``CMD <serverUrl>`` as the client under test.
 
     ``suite``: active | all | pending | draft (``None`` = harness default, "active"); ignored when
     ``scenario`` is given. ``spec_version`` needs ``harness="alpha"``. The harness runs in its own
@@ -219,7 +223,8 @@ def run_conformance(
     itself only kills its direct child and may then wait forever on inherited pipes).
     """
     check_setup(harness)
-    cmd: list[str] = [str(NODE22), str(HARNESSES[harness]), "server", "--url", url]
+    cmd: list[str] = [str(NODE22), str(HARNESSES[harness])]
+    cmd += ["client", "--command", client_command] if client_command else ["server", "--url", url]
     if scenario is not None:
         cmd += ["--scenario", scenario]
     elif suite is not None:

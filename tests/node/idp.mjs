@@ -35,7 +35,24 @@
 //   id_token_header      {field: value} overwrite JOSE header fields (e.g. kid)
 //   id_token_bad_signature  sign ID tokens with a key that is not in the JWKS (same kid)
 //   id_token_time_offset    seconds added to iat and exp of issued ID tokens
+//   id_jag               RFC 8693 token exchange for ID-JAGs (MCP Enterprise-Managed
+//                        Authorization), off unless this is set or the environment has ID_JAG=1:
+//                        true, or {client_ids: {audience: client_id}, ttl, audiences}
+//   id_jag_client_ids    {audience: client id at that authorization server} for the ID-JAG's
+//                        `client_id` claim (default: the authenticated client's id here)
+//   id_jag_ttl           seconds an ID-JAG lives (default 300)
+//   id_jag_audiences     [issuer, ...] audiences an ID-JAG may be asked for (default: any)
+//   id_jag_error         refuse every ID-JAG exchange with this OAuth error code (e.g. invalid_grant)
+//   id_jag_error_description  its error_description
 // The settings from `reject_resource` on can also be changed at run time (POST /__admin/settings).
+//
+// The ID-JAG exchange (grant_type urn:ietf:params:oauth:grant-type:token-exchange, with client
+// authentication): requested_token_type must be the id-jag type, subject_token an ID token this
+// provider signed, issued to the authenticated client (aud), unexpired, for an enabled user, and
+// audience given; the answer is an ID-JAG signed with the provider's key (typ oauth-id-jag+jwt;
+// iss, sub, aud = audience, client_id, jti, iat, exp, resource, scope, email). Clients are allowed
+// the grant by default when it is on; discovery then lists the id-jag type under
+// identity_chaining_requested_token_types_supported.
 //
 // Admin endpoints (origin root, not under the issuer path):
 //   GET  /__admin/health                   {ok, issuer}
@@ -44,6 +61,8 @@
 //   POST /__admin/users/<login>/disable    user can neither sign in nor refresh
 //   POST /__admin/users/<login>/enable
 //   PUT  /__admin/users/<login>            JSON claims: add or replace a user
+//   GET  /__admin/id-jag/requests          the ID-JAG exchanges received (form fields without
+//                                          the subject token, plus the authenticated client_id)
 //
 // Prints `READY <issuer>` on stdout once listening.
 import crypto from 'node:crypto';
@@ -59,6 +78,12 @@ const ISSUER = config.issuer ?? `${BASE}${config.issuer_path ?? ''}`;
 const PREFIX = new URL(ISSUER).pathname.replace(/\/$/, '');
 
 const users = new Map(Object.entries(config.users ?? {}).map(([login, u]) => [login, { ...u }]));
+const ID_JAG = process.env.ID_JAG === '1' || Boolean(config.id_jag);
+const idJagConfig = config.id_jag && typeof config.id_jag === 'object' ? config.id_jag : {};
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const ID_JAG_TYPE = 'urn:ietf:params:oauth:token-type:id-jag';
+const ID_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:id_token';
+const idJagRequests = [];
 const overage = new Set(config.groups_overage ?? []);
 
 // Run-time switches (POST /__admin/settings).
@@ -74,6 +99,11 @@ const settings = {
   id_token_header: config.id_token_header ?? {},
   id_token_bad_signature: config.id_token_bad_signature ?? false,
   id_token_time_offset: config.id_token_time_offset ?? 0,
+  id_jag_client_ids: config.id_jag_client_ids ?? idJagConfig.client_ids ?? {},
+  id_jag_ttl: config.id_jag_ttl ?? idJagConfig.ttl ?? 300,
+  id_jag_audiences: config.id_jag_audiences ?? idJagConfig.audiences ?? null,
+  id_jag_error: config.id_jag_error ?? null,
+  id_jag_error_description: config.id_jag_error_description ?? null,
 };
 
 // ------------------------------------------------------------------------------ keys
@@ -173,7 +203,7 @@ const AADSTS9010010 = "AADSTS9010010: The resource parameter provided in the req
 
 const clients = (config.clients ?? []).map((c) => {
   const out = Object.fromEntries(Object.entries(c).filter(([k]) => !k.startsWith('_') && k !== 'private_key_pem'));
-  out.grant_types ??= ['authorization_code', 'refresh_token'];
+  out.grant_types ??= ['authorization_code', 'refresh_token', ...(ID_JAG ? [TOKEN_EXCHANGE] : [])];
   out.response_types ??= ['code'];
   out.token_endpoint_auth_method ??= out.jwks ? 'private_key_jwt' : 'client_secret_basic';
   return out;
@@ -230,6 +260,96 @@ const provider = new Provider(ISSUER, {
   },
 });
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
+
+// ------------------------------------------------------------------------------ ID-JAG exchange
+function refuse(error, description) {
+  return new errors.CustomOIDCProviderError(error, description);
+}
+
+// The claims of a JWT this provider signed (RS256 with its current key), or undefined.
+function ownJwtClaims(token) {
+  const parts = String(token).split('.');
+  if (parts.length !== 3) return undefined;
+  try {
+    const header = fromB64json(parts[0]);
+    if (header.alg !== 'RS256' || (header.kid !== undefined && header.kid !== KID)) return undefined;
+    const ok = crypto.verify('sha256', Buffer.from(`${parts[0]}.${parts[1]}`), signingKey,
+      Buffer.from(parts[2], 'base64url'));
+    return ok ? fromB64json(parts[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function idJagGrant(ctx) {
+  const { client, params } = ctx.oidc;
+  const subjectToken = params.subject_token;
+  const logged = Object.fromEntries(['grant_type', 'requested_token_type', 'subject_token_type', 'audience',
+    'resource', 'scope'].map((k) => [k, params[k]]));
+  idJagRequests.push({ ...logged, client_id: client.clientId, subject_token_present: Boolean(subjectToken) });
+  if (settings.id_jag_error) {
+    throw refuse(settings.id_jag_error, settings.id_jag_error_description ?? 'refused by an administrator');
+  }
+  if (params.requested_token_type !== ID_JAG_TYPE) {
+    throw refuse('invalid_request', `requested_token_type must be ${ID_JAG_TYPE}`);
+  }
+  if (params.subject_token_type !== ID_TOKEN_TYPE) {
+    throw refuse('invalid_request', `subject_token_type must be ${ID_TOKEN_TYPE}`);
+  }
+  if (!subjectToken) throw refuse('invalid_request', 'subject_token is required');
+  if (!params.audience) throw refuse('invalid_request', 'audience is required');
+  const resource = params.resource;
+  if (Array.isArray(resource) && resource.length !== 1) {
+    throw refuse('invalid_target', 'only one resource may be asked for');
+  }
+  const claims = ownJwtClaims(subjectToken);
+  const now = Math.floor(Date.now() / 1000);
+  if (!claims) throw refuse('invalid_grant', 'the subject token is not an ID token signed here');
+  const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+  if (claims.iss !== ISSUER) throw refuse('invalid_grant', 'the subject token was issued elsewhere');
+  if (!aud.includes(client.clientId)) {
+    throw refuse('invalid_grant', 'Audience validation failed: the subject token was issued to another client');
+  }
+  if (typeof claims.exp !== 'number' || claims.exp <= now) throw refuse('invalid_grant', 'the subject token expired');
+  const login = loginOfSub(claims.sub);
+  const user = login === undefined ? undefined : users.get(login);
+  if (!user) throw refuse('invalid_grant', 'unknown user');
+  if (user.disabled) throw refuse('invalid_grant', 'AADSTS50057: The user account is disabled.');
+  const audiences = settings.id_jag_audiences;
+  if (Array.isArray(audiences) && !audiences.includes(params.audience)) {
+    throw refuse('invalid_target', 'no ID-JAG for this audience');
+  }
+  const ttl = Number(settings.id_jag_ttl);
+  const payload = {
+    iss: ISSUER,
+    sub: claims.sub,
+    aud: params.audience,
+    client_id: settings.id_jag_client_ids[params.audience] ?? client.clientId,
+    jti: crypto.randomUUID(),
+    iat: now,
+    exp: now + ttl,
+  };
+  if (resource) payload.resource = Array.isArray(resource) ? resource[0] : resource;
+  if (params.scope) payload.scope = params.scope;
+  if (user.email) payload.email = user.email;
+  if (claims.tid) payload.tenant = claims.tid;
+  const input = `${b64json({ alg: 'RS256', typ: 'oauth-id-jag+jwt', kid: KID })}.${b64json(payload)}`;
+  const jwt = `${input}.${crypto.sign('sha256', Buffer.from(input), signingKey).toString('base64url')}`;
+  ctx.body = {
+    issued_token_type: ID_JAG_TYPE,
+    access_token: jwt,
+    token_type: 'N_A',
+    expires_in: ttl,
+    ...(params.scope ? { scope: params.scope } : {}),
+  };
+}
+
+if (ID_JAG) {
+  provider.registerGrantType(TOKEN_EXCHANGE, idJagGrant, [
+    'subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'resource', 'scope',
+    'actor_token', 'actor_token_type',
+  ], ['resource']);
+}
 const providerCallback = provider.callback();
 
 // ------------------------------------------------------------------------------ HTML pages
@@ -403,6 +523,7 @@ function endpointOf(sub) {
 
 async function admin(req, res, path) {
   if (path === '/__admin/health') return sendJson(res, 200, { ok: true, issuer: ISSUER });
+  if (path === '/__admin/id-jag/requests') return sendJson(res, 200, idJagRequests);
   if (path === '/__admin/settings') {
     if (req.method === 'POST') {
       const patch = JSON.parse((await readBody(req)) || '{}');
@@ -465,9 +586,10 @@ const server = http.createServer(async (req, res) => {
         return undefined;
       });
     }
-    if (endpoint === 'discovery' && !settings.authorization_response_iss) {
+    if (endpoint === 'discovery' && (!settings.authorization_response_iss || ID_JAG)) {
       rewriteJson(res, (body) => {
-        delete body.authorization_response_iss_parameter_supported;
+        if (!settings.authorization_response_iss) delete body.authorization_response_iss_parameter_supported;
+        if (ID_JAG) body.identity_chaining_requested_token_types_supported = [ID_JAG_TYPE];
         return body;
       });
     }

@@ -101,7 +101,8 @@ class IdpServer:
     def settings(self, **changes: Any) -> dict[str, Any]:
         """Change run-time switches (reject_resource, consent, refresh, delay_ms, delay_endpoints,
         authorization_response_iss, id_token_claims, id_token_header, id_token_bad_signature,
-        id_token_time_offset, resource_scope); returns them all."""
+        id_token_time_offset, resource_scope, id_jag_error, id_jag_error_description, id_jag_ttl,
+        id_jag_client_ids, id_jag_audiences); returns them all."""
         return self._call("POST" if changes else "GET", "/__admin/settings", changes or None)
 
     @contextlib.contextmanager
@@ -113,6 +114,11 @@ class IdpServer:
             yield self
         finally:
             self.settings(**{k: before[k] for k in changes})
+
+    def id_jag_requests(self) -> list[dict[str, Any]]:
+        """The ID-JAG token exchanges received so far (``run_idp(id_jag=True)``): their form
+        fields without the subject token, and the authenticated ``client_id``."""
+        return list(self._call("GET", "/__admin/id-jag/requests"))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -148,11 +154,13 @@ def run_idp(
     delay_ms: int = 0,
     port: int | None = None,
     extra: Mapping[str, Any] | None = None,
+    id_jag: bool = False,
 ) -> Iterator[IdpServer]:
     """Start ``idp.mjs`` on a free loopback port (own process group), wait until it answers,
     stop it at exit. ``clients`` may carry ``private_key_pem`` (see private_key_jwt_client):
     it stays on this side. ``extra`` adds any other key idp.mjs understands (id_token_ttl,
-    refresh, consent, tenant_id, scopes, authorization_response_iss, id_token_*...)."""
+    refresh, consent, tenant_id, scopes, authorization_response_iss, id_token_*, id_jag_*...).
+    ``id_jag=True`` turns on the RFC 8693 exchange for ID-JAGs (``ID_JAG=1``)."""
     require_idp_packages()
     port = port or free_port()
     issuer = f"http://127.0.0.1:{port}{issuer_path.rstrip('/')}"
@@ -169,6 +177,7 @@ def run_idp(
     tmp.mkdir(parents=True, exist_ok=True)
     log_path = tmp / f"idp-{port}.log"
     env = {**os.environ, "IDP_CONFIG": json.dumps(config), "NODE_NO_WARNINGS": "1"}
+    env["ID_JAG"] = "1" if id_jag else "0"
     base = f"http://127.0.0.1:{port}"
     argv = [str(NODE), str(IDP_SCRIPT)]
     with http_process(argv, f"{base}/__admin/health", log_path, env=env, cwd=NODE_DIR):

@@ -1,0 +1,84 @@
+"""``upstreams[].auth``: how Bastion authenticates to an upstream on behalf of each user.
+
+``none`` (the default): the upstream gets no per-user credential (static ``http.headers`` still
+apply). ``ema``: the upstream's authorization server accepts ID-JAGs (Enterprise-Managed
+Authorization); for each user Bastion obtains an ID-JAG, redeems it there (RFC 7523 jwt-bearer)
+and sends the resulting access token — never Bastion's own token, never the client's.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from bastion.config.base import ConfigModel, https_url
+
+BASTION_ISSUER = "bastion"
+
+
+class NoUpstreamAuth(ConfigModel):
+    type: Literal["none"] = Field("none", description="No per-user credential.")
+
+
+class EmaUpstreamAuth(ConfigModel):
+    type: Literal["ema"] = Field(
+        description="Enterprise-Managed Authorization (ID-JAG) towards the upstream."
+    )
+    id_jag_issuer: str = Field(
+        description=(
+            "Who mints each user's ID-JAG: 'bastion' (this Bastion's own bridge, see ema.bridge) or the "
+            "name of one of identity_providers (RFC 8693 token exchange there, presenting the ID token of "
+            "the user's sign-in through that provider)."
+        )
+    )
+    client_id: str = Field(
+        min_length=1, description="Bastion's client id at the upstream's authorization server."
+    )
+    client_secret: str | None = Field(
+        None, description="Bastion's secret there (client_secret_basic / client_secret_post)."
+    )
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post", "private_key_jwt"] = (
+        Field("client_secret_basic", description="How Bastion authenticates at that token endpoint.")
+    )
+    private_key_file: str | None = Field(
+        None, description="private_key_jwt: PEM private key Bastion signs its client assertions with."
+    )
+    private_key_id: str | None = Field(
+        None, description="private_key_jwt: the key's kid, when the AS needs it."
+    )
+    scopes: list[str] = Field(
+        default_factory=list,
+        description="Scopes asked for at the upstream (empty: those its metadata lists, else none).",
+    )
+    authorization_server: str | None = Field(
+        None,
+        description=(
+            "The upstream authorization server's issuer (default: the first one its Protected Resource "
+            "Metadata names)."
+        ),
+    )
+    resource: str | None = Field(
+        None,
+        description="The upstream's resource identifier (default: from its Protected Resource Metadata).",
+    )
+    refresh_margin: int = Field(
+        60, ge=0, le=3600, description="Seconds before expiry at which a cached upstream token is replaced."
+    )
+
+    @field_validator("authorization_server", "resource")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        return https_url(value, fragment=False)
+
+    @model_validator(mode="after")
+    def _client_auth(self) -> EmaUpstreamAuth:
+        method = self.token_endpoint_auth_method
+        if method == "private_key_jwt" and not self.private_key_file:
+            raise ValueError("private_key_jwt needs private_key_file")
+        if method != "private_key_jwt" and not self.client_secret:
+            raise ValueError(f"{method} needs client_secret")
+        return self
+
+
+UpstreamAuth = Annotated[NoUpstreamAuth | EmaUpstreamAuth, Field(discriminator="type")]
