@@ -18,7 +18,7 @@ from typing import Any
 from bastion.audit import events
 from bastion.core.credentials import Credentials
 from bastion.core.errors import BastionError, ClientError, PolicyDenied, UnknownEndpoint
-from bastion.core.records import AuditRecord, Era, InboundCall, MessageKind, Principal
+from bastion.core.records import AuditRecord, Decision, Era, InboundCall, MessageKind, Principal
 from bastion.core.stages import AuditSink, Authenticator, CredentialResolver, Dispatcher, PolicyEngine
 from bastion.edge.guards import HostGuard
 from bastion.edge.inbound import Receive, read_call
@@ -88,13 +88,15 @@ class McpPipeline:
         self,
         call: InboundCall,
         principal: Principal,
+        decision: Decision,
         credentials: Credentials,
+        *,
         receive: Receive,
         send: Send,
     ) -> Sent:
         if call.era is not Era.MODERN or call.kind is not MessageKind.REQUEST:
             return await send_reply(
-                send, receive, call, await self._upstream.dispatch(call, principal, credentials)
+                send, receive, call, await self._upstream.dispatch(call, principal, decision, credentials)
             )
         # 2026-07-28: a client that closes the stream cancels the request, also while the
         # upstream has not answered yet (the upstream connection closes, which is its cancellation)
@@ -102,7 +104,7 @@ class McpPipeline:
         assert current is not None
         watch = DisconnectWatch(receive, current, delay=WATCH_DELAY)
         try:
-            reply = await self._upstream.dispatch(call, principal, credentials)
+            reply = await self._upstream.dispatch(call, principal, decision, credentials)
             return await send_reply(send, receive, call, reply, watch)
         except asyncio.CancelledError:
             if watch.fired:
@@ -130,14 +132,19 @@ class McpPipeline:
             )
             principal = self._authn.authenticate(call, _authorization(scope))
             decision = self._policy.decide(principal, call)
+            if decision.rule is not None:
+                detail = f"policy: {decision.rule}"  # every decision names the rule that made it
             if not decision.allowed:
-                raise PolicyDenied(f"Denied by policy: {decision.reason}")
+                if decision.step_up:
+                    raise self._authn.insufficient_scope(call, decision.step_up, decision.reason)
+                raise PolicyDenied(decision.reason or "Denied by policy")
             credentials = self._vault.bind(principal, decision)
-            sent = await self._respond(call, principal, credentials, receive, send)
+            sent = await self._respond(call, principal, decision, credentials, receive=receive, send=send)
             status, error_code = sent.status, sent.error_code
             event = events.CALL_CANCELLED if status == 499 else _success_event(call)
             if sent.failure is not None:
-                event, error_code, detail = sent.failure.event, sent.failure.code, sent.failure.message
+                event, error_code = sent.failure.event, sent.failure.code
+                detail = f"{detail}; {sent.failure.message}" if detail else sent.failure.message
         except BastionError as err:
             era = call.era if call is not None else None
             request_id = call.request_id if call is not None else err.request_id

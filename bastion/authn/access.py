@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from bastion.authn.bearer import AuthnError, BearerVerifier
 from bastion.core.challenge import bearer_challenge
-from bastion.core.errors import Unauthorized
+from bastion.core.errors import BastionError, Unauthorized
 from bastion.core.records import InboundCall, Principal
 from bastion.core.revocations import RevokedTokens
 
@@ -63,6 +63,21 @@ class AccessTokenAuthenticator:
                 detail="missing " + " ".join(missing),
             )
         return principal
+
+    def insufficient_scope(self, call: InboundCall, scopes: tuple[str, ...], reason: str) -> BastionError:
+        access = self._endpoints[call.endpoint]
+        needed = tuple(dict.fromkeys([*access.required_scopes, *scopes]))
+        return Unauthorized(
+            "The access token lacks scopes this operation requires",
+            challenge=bearer_challenge(
+                resource_metadata=access.metadata_url,
+                scopes=needed,
+                error="insufficient_scope",
+                description="Required scopes: " + " ".join(needed),
+            ),
+            status=403,
+            detail=reason,
+        )
 
     @staticmethod
     def _refusal(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 JsonObject = dict[str, Any]
 RequestId = str | int
@@ -73,13 +73,28 @@ class Principal:
 ANONYMOUS = Principal(subject="anonymous")
 
 
+class ListFilter(Protocol):
+    """What one principal may see of a list result (tools, prompts, resources, templates)."""
+
+    def visible(self, upstream: str, kind: str, items: list[JsonObject]) -> list[JsonObject]:
+        """``items`` as the upstream listed them (unqualified names); returns those to show."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What policy says about an InboundCall."""
+    """What policy says about an InboundCall.
+
+    ``allowed`` False with ``step_up`` set: the call would be allowed with more scopes; the client
+    gets a 403 ``insufficient_scope`` challenge naming every scope in ``step_up`` (all the
+    operation needs, not only the missing ones). ``lists``: for list methods, the filter the
+    upstream stage applies to what comes back."""
 
     allowed: bool
     reason: str = ""
     rule: str | None = None
+    step_up: tuple[str, ...] = ()
+    lists: ListFilter | None = None
 
 
 ALLOW_ALL = Decision(allowed=True, reason="no policy configured", rule=None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from bastion.core.credentials import Credentials
+from bastion.core.errors import BastionError
 from bastion.core.records import AuditRecord, Decision, InboundCall, Principal
 from bastion.core.replies import Reply
 
@@ -13,6 +14,11 @@ class Authenticator(Protocol):
     def authenticate(self, call: InboundCall, authorization: str | None) -> Principal:
         """``authorization`` is the raw Authorization header, kept out of InboundCall so no
         record, log line or upstream request can ever carry the client's token."""
+        ...
+
+    def insufficient_scope(self, call: InboundCall, scopes: tuple[str, ...], reason: str) -> BastionError:
+        """The error for a call that policy allows only with ``scopes`` (a 403 challenge
+        naming them and the endpoint's own required scopes, so the client can step up)."""
         ...
 
 
@@ -27,7 +33,11 @@ class CredentialResolver(Protocol):
 class Dispatcher(Protocol):
     def known(self, endpoint: str | None) -> bool: ...
 
-    async def dispatch(self, call: InboundCall, principal: Principal, credentials: Credentials) -> Reply: ...
+    async def dispatch(
+        self, call: InboundCall, principal: Principal, decision: Decision, credentials: Credentials
+    ) -> Reply:
+        """``decision.lists``, when set, filters what list methods return to this principal."""
+        ...
 
 
 class AuditSink(Protocol):

@@ -27,7 +27,7 @@ from bastion.core.errors import (
     SessionNotFound,
     SessionRequired,
 )
-from bastion.core.records import Era, InboundCall, MessageKind, Principal
+from bastion.core.records import Decision, Era, InboundCall, ListFilter, MessageKind, Principal
 from bastion.core.replies import EmptyReply, MessageReply, Reply
 from bastion.upstream import naming
 from bastion.upstream.eras import BASTION_INFO, negotiated_version, strip_envelope, to_modern_response
@@ -77,9 +77,11 @@ class Aggregator:
         self._sessions = sessions
         self._relays = relays
 
-    async def dispatch(self, call: InboundCall, principal: Principal, credentials: Credentials) -> Reply:
+    async def dispatch(
+        self, call: InboundCall, principal: Principal, decision: Decision, credentials: Credentials
+    ) -> Reply:
         if call.era is Era.MODERN:
-            return await self._modern(call, principal, credentials)
+            return await self._modern(call, principal, credentials, decision.lists)
         if call.session_id is None:
             if call.http_method == "POST" and call.method == "initialize":
                 return await self._initialize(call, principal)
@@ -89,7 +91,7 @@ class Aggregator:
         if relay is None:
             await self._sessions.drop(record.session_id)
             raise SessionNotFound("Session not found")
-        return await self._legacy(relay, call, credentials)
+        return await self._legacy(relay, call, credentials, decision.lists)
 
     # -- legacy ----------------------------------------------------------------------------------
 
@@ -119,7 +121,9 @@ class Aggregator:
             messages=single(response), headers=((b"mcp-session-id", record.session_id.encode()),)
         )
 
-    async def _legacy(self, relay: RelaySession, call: InboundCall, credentials: Credentials) -> Reply:
+    async def _legacy(
+        self, relay: RelaySession, call: InboundCall, credentials: Credentials, lists: ListFilter | None
+    ) -> Reply:
         if call.http_method == "GET":
             return relay.open_stream()
         if call.http_method == "DELETE":
@@ -153,7 +157,7 @@ class Aggregator:
         if call.method == "initialize":
             raise InvalidRequest("Invalid Request: the session is already initialized")
         route = CallRoute(relay.broker)
-        return self._run(call, route, link_for, era=Era.LEGACY, relay=relay)
+        return self._run(call, route, link_for, era=Era.LEGACY, relay=relay, lists=lists)
 
     async def _broadcast(self, message: JsonObject, link_for: LinkFor) -> None:
         for entry in self._entries.values():
@@ -165,7 +169,9 @@ class Aggregator:
 
     # -- modern ----------------------------------------------------------------------------------
 
-    async def _modern(self, call: InboundCall, principal: Principal, credentials: Credentials) -> Reply:
+    async def _modern(
+        self, call: InboundCall, principal: Principal, credentials: Credentials, lists: ListFilter | None
+    ) -> Reply:
         if call.http_method != "POST":
             raise HttpMethodNotAllowed("Method Not Allowed: the 2026-07-28 transport uses POST only")
         if call.kind is not MessageKind.REQUEST:
@@ -199,7 +205,7 @@ class Aggregator:
 
         async def work(route: CallRoute) -> JsonObject:
             return to_modern_response(
-                method, await self._handle(method, message, route, link_for, Era.MODERN)
+                method, await self._handle(method, message, route, link_for, era=Era.MODERN, lists=lists)
             )
 
         return self._mrtr.start(call, principal, work, "")
@@ -214,12 +220,13 @@ class Aggregator:
         *,
         era: Era,
         relay: RelaySession | None,
+        lists: ListFilter | None,
     ) -> Reply:
         method = call.method or ""
         message = strip_envelope(call.message) if era is Era.MODERN else call.message
 
         async def work() -> JsonObject:
-            response = await self._handle(method, message, route, link_for, era)
+            response = await self._handle(method, message, route, link_for, era=era, lists=lists)
             return to_modern_response(method, response) if era is Era.MODERN else response
 
         if relay is None:
@@ -232,7 +239,14 @@ class Aggregator:
         return run_on_route(route, call.request_id, work, on_done=done)
 
     async def _handle(
-        self, method: str, message: JsonObject, route: CallRoute, link_for: LinkFor, era: Era
+        self,
+        method: str,
+        message: JsonObject,
+        route: CallRoute,
+        link_for: LinkFor,
+        *,
+        era: Era,
+        lists: ListFilter | None,
     ) -> JsonObject:
         request_id = message.get("id")
         params = message.get("params") if isinstance(message.get("params"), dict) else {}
@@ -240,7 +254,7 @@ class Aggregator:
         if method == "ping":
             return {"jsonrpc": "2.0", "id": request_id, "result": {}}
         if method in _LISTS:
-            return await self._merged_list(method, message, route, link_for)
+            return await self._merged_list(method, message, route, link_for, lists)
         if method == "logging/setLevel":
             await asyncio.gather(*(self._try(e, message, route, link_for) for e in self._entries.values()))
             return {"jsonrpc": "2.0", "id": request_id, "result": {}}
@@ -293,7 +307,7 @@ class Aggregator:
             return None
 
     async def _merged_list(
-        self, method: str, message: JsonObject, route: CallRoute, link_for: LinkFor
+        self, method: str, message: JsonObject, route: CallRoute, link_for: LinkFor, lists: ListFilter | None
     ) -> JsonObject:
         kind = _LISTS[method]
 
@@ -305,7 +319,10 @@ class Aggregator:
                 result = response.get("result") if response else None
                 if not isinstance(result, dict):
                     break
-                items.extend(naming.qualify_items(entry.name, kind, result.get(kind) or []))
+                listed = [item for item in result.get(kind) or [] if isinstance(item, dict)]
+                if lists is not None:  # policy decides per upstream, on the upstream's own names
+                    listed = lists.visible(entry.name, kind, listed)
+                items.extend(naming.qualify_items(entry.name, kind, listed))
                 cursor = result.get("nextCursor")
                 if not isinstance(cursor, str):
                     break

@@ -3,8 +3,9 @@
 The JSON-RPC body is forwarded byte for byte and the response streamed back chunk by chunk.
 Bastion changes only what it must: its own session id for the upstream's, its own headers for
 the client's (the client's Authorization never travels upstream), the extensions Bastion
-implements added to the initialize / server/discover result (see extensions.py; no other
-response is parsed), and upstream failures become JSON-RPC errors naming the upstream.
+implements added to the initialize / server/discover result (see extensions.py), list results
+filtered by policy (lists.py; no other response is parsed), and upstream failures become
+JSON-RPC errors naming the upstream.
 """
 
 from __future__ import annotations
@@ -15,10 +16,20 @@ from dataclasses import dataclass
 import aiohttp
 
 from bastion.core.errors import UpstreamFailed, UpstreamRejectedCredentials
-from bastion.core.records import Era, InboundCall, MessageKind, Principal, SessionRecord, UpstreamCredential
+from bastion.core.records import (
+    Era,
+    InboundCall,
+    ListFilter,
+    MessageKind,
+    Principal,
+    SessionRecord,
+    UpstreamCredential,
+)
 from bastion.core.replies import ByteReply, Headers
-from bastion.upstream.extensions import RESULT_METHODS, JsonObject, declare_in_json, declare_in_sse
+from bastion.upstream.extensions import RESULT_METHODS, JsonObject, with_extensions
 from bastion.upstream.http import HttpUpstreamClient, map_client_error
+from bastion.upstream.lists import LIST_KINDS, filter_result
+from bastion.upstream.result_rewrite import ResultRewrite, rewrite_json, rewrite_sse
 from bastion.upstream.sessions import SessionManager
 
 # content-length is not copied: Bastion frames the body itself (whole, or chunked while streaming)
@@ -32,6 +43,7 @@ class ForwardPlan:
     principal: Principal
     credential: UpstreamCredential
     session: SessionRecord | None
+    lists: ListFilter | None = None  # policy's filter for list results
 
 
 def request_headers(
@@ -103,10 +115,9 @@ class Passthrough:
             await self._sessions.drop(plan.session.session_id)
         if call.http_method == "DELETE" and plan.session is not None and status < 300:
             await self._sessions.drop(plan.session.session_id)
-        # only the initialize / server/discover response is rewritten, and only with something to declare
-        declare = bool(self._extensions) and status == 200 and call.method in RESULT_METHODS
+        rewrite = self._rewrite(plan) if status == 200 else None
         length = response.content_length
-        if not is_sse and (declare or (length is not None and length <= _SMALL_BODY)):
+        if not is_sse and (rewrite is not None or (length is not None and length <= _SMALL_BODY)):
             try:
                 async with asyncio.timeout(self._request_timeout):
                     data = await response.read()
@@ -114,15 +125,30 @@ class Passthrough:
                 raise map_client_error(self._name, exc) from None
             finally:
                 response.release()
-            if declare:
-                data = declare_in_json(data, call.request_id, self._extensions)
+            if rewrite is not None:
+                data = rewrite_json(data, call.request_id, rewrite)
             return ByteReply(status, out_headers, None, data, False, self._name)
         loop = asyncio.get_running_loop()
         deadline = None if streaming_get else loop.time() + self._request_timeout
         chunks = self._client.iter_chunks(response, deadline)
-        if declare and is_sse:
-            chunks = declare_in_sse(chunks, call.request_id, self._extensions)
+        if rewrite is not None and is_sse:
+            chunks = rewrite_sse(chunks, call.request_id, rewrite)
         return ByteReply(status, out_headers, chunks, b"", is_sse, self._name)
+
+    def _rewrite(self, plan: ForwardPlan) -> ResultRewrite | None:
+        """The one result Bastion changes, if any: the extensions it declares in initialize /
+        server/discover, or a list filtered by policy. Every other response stays bytes."""
+        method = plan.call.method
+        if self._extensions and method in RESULT_METHODS:
+            extensions = self._extensions
+            return lambda result: with_extensions(result, extensions)
+        lists = plan.lists
+        if lists is not None and method in LIST_KINDS:
+            name, modern = self._name, plan.call.era is Era.MODERN
+            return lambda result: filter_result(
+                result, method=method, upstream=name, lists=lists, modern=modern
+            )
+        return None
 
     async def _response_headers(self, plan: ForwardPlan, response: aiohttp.ClientResponse) -> Headers:
         out: list[tuple[bytes, bytes]] = []

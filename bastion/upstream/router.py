@@ -29,7 +29,15 @@ from bastion.core.errors import (
     UnknownEndpoint,
     UpstreamRejectedCredentials,
 )
-from bastion.core.records import Era, InboundCall, MessageKind, Principal, UpstreamCredential
+from bastion.core.records import (
+    Decision,
+    Era,
+    InboundCall,
+    ListFilter,
+    MessageKind,
+    Principal,
+    UpstreamCredential,
+)
 from bastion.core.replies import EmptyReply, MessageReply, Reply
 from bastion.upstream.aggregate import Aggregator
 from bastion.upstream.eras import (
@@ -40,6 +48,7 @@ from bastion.upstream.eras import (
     to_modern_response,
 )
 from bastion.upstream.extensions import server_extensions, with_extensions
+from bastion.upstream.lists import filter_response
 from bastion.upstream.mrtr import MrtrBridge
 from bastion.upstream.passthrough import ForwardPlan, Passthrough
 from bastion.upstream.registry import UpstreamEntry
@@ -74,51 +83,65 @@ class UpstreamStage:
     def known(self, endpoint: str | None) -> bool:
         return self.aggregate is not None if endpoint is None else endpoint in self.entries
 
-    async def dispatch(self, call: InboundCall, principal: Principal, credentials: Credentials) -> Reply:
+    async def dispatch(
+        self, call: InboundCall, principal: Principal, decision: Decision, credentials: Credentials
+    ) -> Reply:
         if call.endpoint is None:
             if self.aggregate is None:
                 raise UnknownEndpoint("No aggregate endpoint: it is disabled in the configuration")
-            return await self.aggregate.dispatch(call, principal, credentials)
+            return await self.aggregate.dispatch(call, principal, decision, credentials)
         entry = self.entries.get(call.endpoint)
         if entry is None:
             raise UnknownEndpoint(f"No upstream named '{call.endpoint}'")
         credential = await credentials.for_upstream(entry.name)
         try:
-            return await self._to_entry(entry, call, principal, credential)
+            return await self._to_entry(entry, call, principal, credential, decision.lists)
         except UpstreamRejectedCredentials:
             credentials.refused(entry.name)
             raise
 
     async def _to_entry(
-        self, entry: UpstreamEntry, call: InboundCall, principal: Principal, credential: UpstreamCredential
+        self,
+        entry: UpstreamEntry,
+        call: InboundCall,
+        principal: Principal,
+        credential: UpstreamCredential,
+        lists: ListFilter | None,
     ) -> Reply:
         if call.era is Era.MODERN:
             if "modern" not in entry.config.client_eras:
                 raise legacy_only_rejection(call.protocol_version)
-            return await self._modern(entry, call, principal, credential)
+            return await self._modern(entry, call, principal, credential, lists)
         if "legacy" not in entry.config.client_eras and call.session_id is None:
             raise modern_only_rejection(call.params.get("protocolVersion"))
-        return await self._legacy(entry, call, principal, credential)
+        return await self._legacy(entry, call, principal, credential, lists)
 
     # -- legacy era ------------------------------------------------------------------------------
 
     async def _legacy(
-        self, entry: UpstreamEntry, call: InboundCall, principal: Principal, credential: UpstreamCredential
+        self,
+        entry: UpstreamEntry,
+        call: InboundCall,
+        principal: Principal,
+        credential: UpstreamCredential,
+        lists: ListFilter | None,
     ) -> Reply:
         if call.session_id is not None:
             record = await self.sessions.resolve(call.session_id, call.endpoint, principal.subject)
             if record.mode == "passthrough":
                 return await self.passthrough[entry.name].forward(
-                    ForwardPlan(call, principal, credential, record)
+                    ForwardPlan(call, principal, credential, record, lists)
                 )
             relay = self.relays.get(record.session_id)
             if relay is None:  # held by a replica that is gone, or by this process before a restart
                 await self.sessions.drop(record.session_id)
                 raise SessionNotFound("Session not found")
-            return await self._relay(entry, relay, call, credential)
+            return await self._relay(entry, relay, call, credential, lists)
         eras = await entry.eras(credential)
         if entry.http is not None and eras.legacy:
-            return await self.passthrough[entry.name].forward(ForwardPlan(call, principal, credential, None))
+            return await self.passthrough[entry.name].forward(
+                ForwardPlan(call, principal, credential, None, lists)
+            )
         if call.http_method == "POST" and call.method == "initialize":
             return await self._relay_initialize(entry, call, principal, credential)
         raise SessionRequired("Bad Request: Mcp-Session-Id header is required")
@@ -164,7 +187,12 @@ class UpstreamStage:
         return initialize_from_discover(entry.discover_result or {}, version)
 
     async def _relay(
-        self, entry: UpstreamEntry, relay: RelaySession, call: InboundCall, credential: UpstreamCredential
+        self,
+        entry: UpstreamEntry,
+        relay: RelaySession,
+        call: InboundCall,
+        credential: UpstreamCredential,
+        lists: ListFilter | None,
     ) -> Reply:
         if call.http_method == "GET":
             return relay.open_stream()
@@ -192,9 +220,13 @@ class UpstreamStage:
         def done(_response: JsonObject) -> None:
             relay.client_ids.pop(call.request_id, None)
 
-        return run_on_route(
-            route, call.request_id, lambda: link.request(message, route), upstream=entry.name, on_done=done
-        )
+        async def answer() -> JsonObject:
+            response = await link.request(message, route)
+            return filter_response(
+                response, method=call.method, upstream=entry.name, lists=lists, modern=False
+            )
+
+        return run_on_route(route, call.request_id, answer, upstream=entry.name, on_done=done)
 
     async def close_relay(self, session_id: str) -> None:
         relay = self.relays.pop(session_id, None)
@@ -219,13 +251,20 @@ class UpstreamStage:
     # -- modern era ------------------------------------------------------------------------------
 
     async def _modern(
-        self, entry: UpstreamEntry, call: InboundCall, principal: Principal, credential: UpstreamCredential
+        self,
+        entry: UpstreamEntry,
+        call: InboundCall,
+        principal: Principal,
+        credential: UpstreamCredential,
+        lists: ListFilter | None,
     ) -> Reply:
         if call.http_method != "POST":
             raise HttpMethodNotAllowed("Method Not Allowed: the 2026-07-28 transport uses POST only")
         eras = await entry.eras(credential)
         if entry.http is not None and eras.modern:
-            return await self.passthrough[entry.name].forward(ForwardPlan(call, principal, credential, None))
+            return await self.passthrough[entry.name].forward(
+                ForwardPlan(call, principal, credential, None, lists)
+            )
         if call.kind is not MessageKind.REQUEST:
             return EmptyReply(202, upstream=entry.name)  # no client→server notifications on this wire
         if self.mrtr.is_retry(call):
@@ -247,7 +286,8 @@ class UpstreamStage:
         method = call.method
 
         async def work(route: CallRoute) -> JsonObject:
-            return to_modern_response(method, await channel.request(message, route))
+            response = to_modern_response(method, await channel.request(message, route))
+            return filter_response(response, method=method, upstream=entry.name, lists=lists, modern=True)
 
         return self.mrtr.start(call, principal, work, entry.name)
 
