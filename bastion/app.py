@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import secrets
+import signal
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
@@ -20,7 +23,7 @@ from bastion.audit.recorder import AuditRecorder
 from bastion.authn.anonymous import AnonymousAuthenticator
 from bastion.authority import Authority, build_authority
 from bastion.config.model import Settings
-from bastion.config.upstream_auth import EmaUpstreamAuth
+from bastion.config.upstream_auth import ClientSuppliedAuth, EmaUpstreamAuth
 from bastion.core.errors import UpstreamError
 from bastion.core.records import AuditRecord
 from bastion.core.stages import Authenticator
@@ -28,12 +31,14 @@ from bastion.edge.guards import HostGuard
 from bastion.edge.inbound import Receive
 from bastion.edge.render import Send, send_json
 from bastion.pipeline import McpPipeline
-from bastion.policy.allow_all import AllowAll
+from bastion.policy.loader import load_policy
+from bastion.policy.reload import PolicyHolder, PolicyReloader, ReloadOutcome
 from bastion.store import Store, open_store
 from bastion.upstream.router import UpstreamStage
 from bastion.upstream.sessions import SessionManager
 from bastion.vault.ema import EmaUpstreamCredentials
 from bastion.vault.stage import CredentialSource, Vault
+from bastion.vault.supplied import SuppliedCredentials
 
 log = logging.getLogger("bastion")
 MAINTENANCE_INTERVAL = 30.0
@@ -57,8 +62,11 @@ class _NoAudit:
 class BastionApp:
     """The ASGI application. Built fully at lifespan startup; serves /mcp* through the pipeline."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, config_path: Path | None = None) -> None:
         self.settings = settings
+        self.config_path = config_path  # re-read for its policies on SIGHUP and when it changes
+        self.policy: PolicyHolder | None = None
+        self._sighup = False
         self.replica = secrets.token_hex(6)
         self.store: Store | None = None
         self.audit: AuditRecorder | None = None
@@ -77,6 +85,8 @@ class BastionApp:
                 "upstream. Use this only for development on loopback.",
                 settings.listen,
             )
+        # AllowAll unless a policy is configured; ConfigError names file:line. Held, to be reloaded.
+        self.policy = policy = PolicyHolder(load_policy(settings))
         self.store = await open_store(settings.storage)
         self.audit = AuditRecorder(
             self.store.audit,
@@ -98,12 +108,13 @@ class BastionApp:
             guard=HostGuard.from_settings(settings),
             max_body=settings.edge.max_body_bytes,
             authn=authn,
-            policy=AllowAll(),
-            vault=Vault(self._credential_sources()),
+            policy=policy,
+            vault=Vault(self._credential_sources(), self._suppliers()),
             upstream=self.upstream,
             audit=sink,
         )
         self._lifecycle(events.SERVER_STARTED, f"{len(settings.upstreams)} upstreams")
+        self._watch_policy(policy)
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's generations, so collections on the request path scan only request garbage.
         gc.collect()
@@ -112,6 +123,29 @@ class BastionApp:
         self._tasks.append(asyncio.ensure_future(self._maintain(sessions)))
         if self.authority is not None:
             self._tasks.append(asyncio.ensure_future(self._sync(self.authority)))
+
+    def _watch_policy(self, holder: PolicyHolder) -> None:
+        """Reload the policy on SIGHUP and when the config file or a policy file changes."""
+        reloader = PolicyReloader(
+            holder, self.settings, config_path=self.config_path, env=os.environ, notify=self._policy_reloaded
+        )
+        if reloader.watching:
+            self._tasks.append(asyncio.ensure_future(reloader.watch()))
+
+        async def reload() -> None:
+            await reloader.reload_now("SIGHUP")
+
+        def on_sighup() -> None:
+            self._tasks = [t for t in self._tasks if not t.done()]
+            self._tasks.append(asyncio.ensure_future(reload()))
+
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_sighup)
+            self._sighup = True
+
+    def _policy_reloaded(self, outcome: ReloadOutcome) -> None:
+        event = events.POLICY_RELOADED if outcome.accepted else events.POLICY_REJECTED
+        self._lifecycle(event, outcome.message()[:500])
 
     def _credential_sources(self) -> dict[str, CredentialSource]:
         """Per-user credentials of the upstreams that want them (``upstreams[].auth``)."""
@@ -127,6 +161,14 @@ class BastionApp:
                 self._closers.append(source.aclose)
                 sources[upstream.name] = source
         return sources
+
+    def _suppliers(self) -> dict[str, SuppliedCredentials]:
+        """Upstreams in the #234 compatibility mode (``auth: {type: client_supplied}``)."""
+        return {
+            u.name: SuppliedCredentials(u.name, u.auth)
+            for u in self.settings.upstreams
+            if isinstance(u.auth, ClientSuppliedAuth)
+        }
 
     def _lifecycle(self, event: str, detail: str) -> None:
         if self.audit is not None:
@@ -168,6 +210,9 @@ class BastionApp:
                 log.exception("key ring / revocation sync failed")
 
     async def shutdown(self) -> None:
+        if self._sighup:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            self._sighup = False
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -216,8 +261,9 @@ class BastionApp:
                 return
 
 
-def create_app(settings: Settings) -> BastionApp:
-    return BastionApp(settings)
+def create_app(settings: Settings, *, config_path: Path | None = None) -> BastionApp:
+    """``config_path``: the file ``settings`` came from, re-read for its policies on reload."""
+    return BastionApp(settings, config_path=config_path)
 
 
 __all__ = ["BastionApp", "create_app"]

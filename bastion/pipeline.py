@@ -15,6 +15,8 @@ import time
 from collections.abc import MutableMapping
 from typing import Any
 
+import orjson
+
 from bastion.audit import events
 from bastion.core.credentials import Credentials
 from bastion.core.errors import BastionError, ClientError, PolicyDenied, UnknownEndpoint
@@ -24,6 +26,7 @@ from bastion.edge.guards import HostGuard
 from bastion.edge.inbound import Receive, read_call
 from bastion.edge.render import Send, send_error
 from bastion.edge.reply import DisconnectWatch, Sent, send_reply
+from bastion.edge.supplied import take_supplied_token
 from bastion.upstream.sessions import session_tag
 
 log = logging.getLogger("bastion.pipeline")
@@ -130,15 +133,19 @@ class McpPipeline:
             call = await read_call(
                 scope, receive, endpoint=endpoint, guard=self._guard, max_body=self._max_body
             )
+            call, supplied = take_supplied_token(call)
             principal = self._authn.authenticate(call, _authorization(scope))
             decision = self._policy.decide(principal, call)
             if decision.rule is not None:
                 detail = f"policy: {decision.rule}"  # every decision names the rule that made it
+            if decision.canonical_body:
+                call = call._replace(body=orjson.dumps(call.message))
             if not decision.allowed:
                 if decision.step_up:
                     raise self._authn.insufficient_scope(call, decision.step_up, decision.reason)
                 raise PolicyDenied(decision.reason or "Denied by policy")
-            credentials = self._vault.bind(principal, decision)
+            tool = call.name if call.method == "tools/call" else None
+            credentials = self._vault.bind(principal, decision, supplied, tool)
             sent = await self._respond(call, principal, decision, credentials, receive=receive, send=send)
             status, error_code = sent.status, sent.error_code
             event = events.CALL_CANCELLED if status == 499 else _success_event(call)
@@ -149,7 +156,8 @@ class McpPipeline:
             era = call.era if call is not None else None
             request_id = call.request_id if call is not None else err.request_id
             status = await send_error(send, err, request_id, era)
-            event, error_code, detail = err.event, err.code, err.message
+            event, error_code = err.event, err.code
+            detail = f"{detail}; {err.message}" if detail else err.message  # keeps the deciding rule
             level = logging.INFO if isinstance(err, ClientError) else logging.WARNING
             log.log(
                 level,

@@ -32,6 +32,8 @@ UPSTREAM_RESTARTED = "upstream.restarted"
 CONFIG_LOADED = "config.loaded"
 SERVER_STARTED = "server.started"
 SERVER_STOPPED = "server.stopped"
+POLICY_RELOADED = "policy.reloaded"  # SIGHUP or a policy file changed: the new policy is in force
+POLICY_REJECTED = "policy.rejected"  # a reload failed (detail: file:line and why); the old policy stays
 
 # The audit log about itself: gaps are recorded in the chain, not only in a log file
 AUDIT_PURGED = "audit.purged"  # retention deleted old records (detail: how many, before when)
@@ -96,6 +98,8 @@ EVENTS: frozenset[str] = frozenset(
         CONFIG_LOADED,
         SERVER_STARTED,
         SERVER_STOPPED,
+        POLICY_RELOADED,
+        POLICY_REJECTED,
         AUDIT_PURGED,
         AUDIT_DROPPED,
     }

@@ -103,6 +103,15 @@ def _strings(claims: dict[str, Any], name: str) -> frozenset[str]:
     return frozenset(value)
 
 
+def _optional_string(claims: dict[str, Any], name: str) -> str | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidToken(f"claim {name} is not a string")
+    return value
+
+
 class BearerVerifier:
     """Verifies Bastion's JWT access tokens for one issuer; a small cache covers the hot path."""
 
@@ -238,6 +247,8 @@ class BearerVerifier:
             roles=_strings(claims, "roles"),
             token_id=claims["jti"],
             authenticated=True,
+            username=_optional_string(claims, "preferred_username"),
+            email=_optional_string(claims, "email"),
         )
 
     def _remember(self, cache_key: tuple[bytes, str], principal: Principal, exp: float, kid: str) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from bastion._version import __version__
-from bastion.cli import audit, clients, config, db, grants, idp, keys, serve, users
+from bastion.cli import audit, clients, config, db, grants, idp, keys, policy, serve, users
 
 app = typer.Typer(
     name="bastion",
@@ -23,6 +23,7 @@ app.add_typer(grants.app, name="grants")
 app.add_typer(clients.app, name="clients")
 app.add_typer(keys.app, name="keys")
 app.add_typer(idp.app, name="idp")
+app.add_typer(policy.app, name="policy")
 app.command()(serve.serve)
 app.command()(serve.demo)
 

@@ -22,12 +22,12 @@ from bastion.idp.users import LocalUsers
 from bastion.store import open_store
 
 
-def _run(settings: Settings) -> None:
+def _run(settings: Settings, config_path: Path | None = None) -> None:
     from bastion.app import create_app  # the gateway's imports are paid only when serving
 
     configure_logging(settings.logging.level, settings.logging.format)
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, config_path=config_path),
         host=settings.listen_host,
         port=settings.listen_port,
         lifespan="on",
@@ -45,7 +45,7 @@ def _run(settings: Settings) -> None:
 
 def serve(config: ConfigOption = DEFAULT_CONFIG) -> None:
     """Run Bastion with the given configuration file."""
-    _run(load_settings(config))
+    _run(load_settings(config), config)
 
 
 DEMO_USER = "demo"

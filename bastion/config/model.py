@@ -14,7 +14,14 @@ from bastion.config.base import ConfigModel
 from bastion.config.clients import OAuthClient
 from bastion.config.ema import Ema
 from bastion.config.idp import IdentityProvider
-from bastion.config.upstream_auth import BASTION_ISSUER, EmaUpstreamAuth, NoUpstreamAuth, UpstreamAuth
+from bastion.config.policy import PolicyRule, PolicySettings, policy_settings_errors, rule_errors
+from bastion.config.upstream_auth import (
+    BASTION_ISSUER,
+    ClientSuppliedAuth,
+    EmaUpstreamAuth,
+    NoUpstreamAuth,
+    UpstreamAuth,
+)
 
 UPSTREAM_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 EraName = Literal["legacy", "modern"]
@@ -122,9 +129,17 @@ class Upstream(ConfigModel):
             "Users of /mcp/<name> sign in through this identity provider (by name), skipping the choice."
         ),
     )
+    annotate_tools: Literal["none", "field", "meta", "both"] = Field(
+        "none",
+        description=(
+            "#234 compatibility: annotate each tool in tools/list with the authorization it needs, "
+            '{"method": "oauth2" | "none", "requiredScopes": [...]}, as a top-level "authorization" field, '
+            'in _meta["authorization"], or both.'
+        ),
+    )
     auth: UpstreamAuth = Field(
         default_factory=NoUpstreamAuth,
-        description="How Bastion authenticates to this upstream for each user (none, or ema).",
+        description="How Bastion authenticates to this upstream for each user (none, ema, client_supplied).",
     )
     http: HttpUpstream | None = Field(
         None, description="A remote Streamable HTTP server (set this or stdio)."
@@ -239,6 +254,17 @@ class Settings(ConfigModel):
         default_factory=list,
         description=("Pre-registered OAuth clients (others register dynamically or by metadata document)."),
     )
+    policies: list[PolicyRule] = Field(
+        default_factory=list,
+        description=(
+            "Tool-level authorization rules (YAML sugar for Cedar): who may call which tool, read "
+            "which resource, get which prompt, with which scopes and arguments."
+        ),
+    )
+    policy: PolicySettings = Field(
+        default_factory=PolicySettings,
+        description="Policy defaults (allow or deny), more policy files (YAML, raw Cedar), scope hierarchy.",
+    )
 
     @field_validator("public_url")
     @classmethod
@@ -300,6 +326,22 @@ class Settings(ConfigModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_policies(self) -> Settings:
+        names = [u.name for u in self.upstreams]
+        errors = policy_settings_errors(self.policy, names, self.auth.scopes)
+        seen: dict[str, int] = {}
+        for i, rule in enumerate(self.policies):
+            label = f"policies[{i}]" + (f" ('{rule.id}')" if rule.id else "")
+            errors.extend(f"{label}: {e}" for e in rule_errors(rule, names, self.auth.scopes))
+            if rule.id is not None:
+                if rule.id in seen:
+                    errors.append(f"{label}: id '{rule.id}' is also used by policies[{seen[rule.id]}]")
+                seen[rule.id] = i
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
     def _check_identity_providers(self) -> None:
         names = [p.name for p in self.identity_providers]
         if len(set(names)) != len(names):
@@ -330,6 +372,8 @@ class Settings(ConfigModel):
 
     def _check_upstream_auth(self, upstream: Upstream, providers: list[str]) -> None:
         auth = upstream.auth
+        if isinstance(auth, ClientSuppliedAuth) and upstream.http is None:
+            raise ValueError(f"upstream '{upstream.name}': auth.type client_supplied needs an http upstream")
         if not isinstance(auth, EmaUpstreamAuth):
             return
         where = f"upstream '{upstream.name}': auth.type ema"

@@ -8,6 +8,7 @@ and sends the resulting access token — never Bastion's own token, never the cl
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -81,4 +82,55 @@ class EmaUpstreamAuth(ConfigModel):
         return self
 
 
-UpstreamAuth = Annotated[NoUpstreamAuth | EmaUpstreamAuth, Field(discriminator="type")]
+class ClientSuppliedAuth(ConfigModel):
+    type: Literal["client_supplied"] = Field(
+        description=(
+            "The #234 compatibility mode: the MCP client supplies the user's token for the downstream "
+            "service with each tools/call (params._meta.authorization); Bastion still requires its own "
+            "token from the client, removes the supplied one from the message and sends it in `header`."
+        )
+    )
+    header: str = Field("authorization", description="The upstream request header that carries the token.")
+    template: str = Field("Bearer {token}", description="The header's value; {token} is the supplied token.")
+    scopes: list[str] = Field(
+        default_factory=list,
+        description="The downstream scopes the supplied token needs (announced in tools/list annotations).",
+    )
+    tool_scopes: dict[str, list[str]] = Field(
+        default_factory=dict, description="Per tool: the downstream scopes it needs (instead of scopes)."
+    )
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, value: str) -> str:
+        name = value.strip().lower()
+        if not re.fullmatch(r"[a-z0-9!#$%&'*+.^_`|~-]+", name):
+            raise ValueError("must be an HTTP header name")
+        if name in _MANAGED_HEADERS:
+            raise ValueError(f"{name} is managed by Bastion")
+        return name
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if value.count("{token}") != 1 or re.search(r"[\r\n]", value):
+            raise ValueError("must contain {token} exactly once, on one line")
+        return value
+
+
+_MANAGED_HEADERS = frozenset(
+    {
+        "host",
+        "content-type",
+        "content-length",
+        "accept",
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "mcp-method",
+        "mcp-name",
+        "connection",
+        "transfer-encoding",
+    }
+)
+
+UpstreamAuth = Annotated[NoUpstreamAuth | EmaUpstreamAuth | ClientSuppliedAuth, Field(discriminator="type")]

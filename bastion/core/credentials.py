@@ -58,3 +58,16 @@ class IdJagUnavailable(Exception):
 
 class IdJagSource(Protocol):
     async def id_jag(self, request: IdJagRequest) -> IdJag: ...
+
+
+CLIENT_SUPPLIED = "client_supplied"  # UpstreamCredential.mode of a token the client supplied
+
+
+@dataclass(frozen=True, slots=True)
+class SuppliedToken:
+    """A downstream token the MCP client supplied with a ``tools/call`` (the #234 wire format:
+    ``params._meta.authorization = {"method": "oauth2", "token": "…"}``). Edge takes it out of
+    the message before any other stage sees the call; only the vault reads it."""
+
+    method: str
+    token: str = field(repr=False)

@@ -22,7 +22,9 @@ Each error carries a *public* message (safe to show a client) and a private
     │   ├── SessionRequired           400          legacy request without Mcp-Session-Id
     │   ├── SessionNotFound           404          unknown or expired Mcp-Session-Id
     │   ├── Unauthorized              -32014, 401/403 with WWW-Authenticate (RFC 6750 §3)
-    │   └── PolicyDenied              -32013       policy refused the call (JSON-RPC error, 200)
+    │   ├── PolicyDenied              -32013       policy refused the call (JSON-RPC error, 200)
+    │   ├── SuppliedTokenMissing      -32001       #234 mode: tools/call without the user's token
+    │   └── SuppliedTokenRejected     -32003       #234 mode: the upstream refused that token
     └── UpstreamError                 the upstream failed; always names the upstream
         ├── UpstreamUnavailable       -32010  refused, DNS, process not running
         ├── UpstreamTimeout           -32011  no answer in time
@@ -51,6 +53,9 @@ UPSTREAM_FAILED = -32012
 POLICY_DENIED = -32013
 UNAUTHORIZED = -32014  # HTTP 401 / 403 with a Bearer challenge; clients act on the header
 UPSTREAM_CREDENTIALS = -32015
+# the codes of the multi-user authorization proposal (discussion #234), for its compatibility mode
+SUPPLIED_TOKEN_MISSING = -32001
+SUPPLIED_TOKEN_REJECTED = -32003
 
 
 class BastionError(Exception):
@@ -154,6 +159,28 @@ class PolicyDenied(ClientError):
     code = POLICY_DENIED
     status = 200
     event = "call.denied"
+
+
+class SuppliedTokenMissing(ClientError):
+    """A ``client_supplied`` upstream's tool was called without ``_meta.authorization``."""
+
+    code = SUPPLIED_TOKEN_MISSING
+    status = 200
+    event = "call.unauthorized"
+
+    def __init__(self, tool: str | None, reason: str) -> None:
+        super().__init__("no token provided", data={"tool": tool, "reason": reason})
+
+
+class SuppliedTokenRejected(ClientError):
+    """The upstream refused the token the client supplied (401/403): unauthorized or insufficient."""
+
+    code = SUPPLIED_TOKEN_REJECTED
+    status = 200
+    event = "call.unauthorized"
+
+    def __init__(self, tool: str | None, reason: str) -> None:
+        super().__init__("the provided token was rejected", data={"tool": tool, "reason": reason})
 
 
 class UpstreamError(BastionError):

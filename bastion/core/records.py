@@ -68,6 +68,8 @@ class Principal:
     roles: frozenset[str] = frozenset()
     token_id: str | None = None
     authenticated: bool = False
+    username: str | None = None  # the user's login name (``preferred_username``), for policy rules
+    email: str | None = None
 
 
 ANONYMOUS = Principal(subject="anonymous")
@@ -95,6 +97,9 @@ class Decision:
     rule: str | None = None
     step_up: tuple[str, ...] = ()
     lists: ListFilter | None = None
+    # arguments were checked: forward the body as Bastion decoded it (a body with duplicate keys
+    # must not reach an upstream that reads the other duplicate than the one that was checked)
+    canonical_body: bool = False
 
 
 ALLOW_ALL = Decision(allowed=True, reason="no policy configured", rule=None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from bastion.core.credentials import Credentials
+from bastion.core.credentials import Credentials, SuppliedToken
 from bastion.core.errors import BastionError
 from bastion.core.records import AuditRecord, Decision, InboundCall, Principal
 from bastion.core.replies import Reply
@@ -27,7 +27,9 @@ class PolicyEngine(Protocol):
 
 
 class CredentialResolver(Protocol):
-    def bind(self, principal: Principal, decision: Decision) -> Credentials: ...
+    def bind(
+        self, principal: Principal, decision: Decision, supplied: SuppliedToken | None, tool: str | None
+    ) -> Credentials: ...
 
 
 class Dispatcher(Protocol):

@@ -308,8 +308,13 @@ class TokenEndpoint:
     ) -> tuple[dict[str, Any], IssuedToken]:
         ctx = self._ctx
         extra: dict[str, object] = {}
-        if user is not None and user.groups:
-            extra["groups"] = sorted(user.groups)
+        if user is not None:
+            # who the user is, for policy rules that name users (``allow: {users: [alice]}``)
+            extra["preferred_username"] = user.username
+            if user.email:
+                extra["email"] = user.email
+            if user.groups:
+                extra["groups"] = sorted(user.groups)
         if isinstance(auth_time, int | float):
             extra["auth_time"] = int(auth_time)
         token_scopes = [s for s in scopes if s != OFFLINE_ACCESS]

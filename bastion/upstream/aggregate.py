@@ -17,7 +17,7 @@ from typing import Any
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, SERVER_INFO_META_KEY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
-from bastion.core.credentials import Credentials
+from bastion.core.credentials import CLIENT_SUPPLIED, Credentials
 from bastion.core.errors import (
     BastionError,
     HttpMethodNotAllowed,
@@ -26,6 +26,8 @@ from bastion.core.errors import (
     MethodNotFound,
     SessionNotFound,
     SessionRequired,
+    SuppliedTokenRejected,
+    UpstreamRejectedCredentials,
 )
 from bastion.core.records import Decision, Era, InboundCall, ListFilter, MessageKind, Principal
 from bastion.core.replies import EmptyReply, MessageReply, Reply
@@ -260,7 +262,12 @@ class Aggregator:
             return {"jsonrpc": "2.0", "id": request_id, "result": {}}
         entry, rewritten = self._target(method, params)
         link = await link_for(entry)
-        response = await link.request({**message, "params": rewritten}, route)
+        try:
+            response = await link.request({**message, "params": rewritten}, route)
+        except UpstreamRejectedCredentials as err:
+            if entry.config.auth.type == CLIENT_SUPPLIED:  # #234 mode: the client's token was refused
+                raise SuppliedTokenRejected(params.get("name"), err.message) from None
+            raise
         if method == "resources/read" and isinstance(response.get("result"), dict):
             response = {**response, "result": naming.qualify_contents(entry.name, response["result"])}
         return response

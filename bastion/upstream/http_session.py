@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bastion.core.errors import UpstreamError, UpstreamFailed
+from bastion.core.errors import UpstreamError, UpstreamFailed, UpstreamRejectedCredentials
 from bastion.core.sse import SseDecoder
 from bastion.upstream.http import HttpUpstreamClient, map_client_error
 
@@ -64,6 +64,11 @@ class HttpSessionTransport:
         if is_initialize:
             self.session_id = response.headers.get("mcp-session-id")
         content_type = response.headers.get("content-type", "")
+        if status in (401, 403):
+            response.release()
+            raise UpstreamRejectedCredentials(
+                self._client.name, f"rejected Bastion's credentials (HTTP {status})"
+            )
         if status == 202 or ("id" not in message and status < 300):
             response.release()
             return

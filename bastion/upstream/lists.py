@@ -1,11 +1,13 @@
 """List results filtered by policy: what one principal may see of an upstream's tools, prompts,
-resources and resource templates (``Decision.lists``). A filtered 2026-07-28 result is marked
-``cacheScope: "private"``: it depends on who asked."""
+resources and resource templates (``Decision.lists``), and tools annotated in the #234 shape. A
+filtered 2026-07-28 result is marked ``cacheScope: "private"``: it depends on who asked."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from bastion.config.model import Settings
+from bastion.config.upstream_auth import ClientSuppliedAuth
 from bastion.core.records import ListFilter
 
 JsonObject = dict[str, Any]
@@ -43,3 +45,54 @@ def filter_response(
         **response,
         "result": filter_result(result, method=method, upstream=upstream, lists=lists, modern=modern),
     }
+
+
+class ToolAnnotations:
+    """The #234 proposal's ``authorization`` annotation on tools (``upstreams[].annotate_tools``):
+    ``{"method": "oauth2", "requiredScopes": [...]}`` for a tool that needs a token the client
+    supplies (``auth: {type: client_supplied}``: its downstream scopes), ``{"method": "none"}``
+    for the others."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._styles = {u.name: u.annotate_tools for u in settings.upstreams if u.annotate_tools != "none"}
+        self._supplied = {
+            u.name: u.auth for u in settings.upstreams if isinstance(u.auth, ClientSuppliedAuth)
+        }
+
+    def applies(self, upstream: str | None) -> bool:
+        """Whether tools/list results of ``upstream`` (None: the aggregate) are annotated."""
+        return bool(self._styles) if upstream is None else upstream in self._styles
+
+    def annotate(self, upstream: str, tools: list[JsonObject]) -> list[JsonObject]:
+        style = self._styles.get(upstream)
+        if style is None:
+            return tools
+        supplied = self._supplied.get(upstream)
+        out: list[JsonObject] = []
+        for tool in tools:
+            annotation: JsonObject = {"method": "none"}
+            if supplied is not None:
+                name = tool.get("name")
+                scopes = supplied.tool_scopes.get(name, supplied.scopes) if isinstance(name, str) else []
+                annotation = {"method": "oauth2", "requiredScopes": list(scopes)}
+            annotated = dict(tool)
+            if style in ("field", "both"):
+                annotated["authorization"] = annotation
+            if style in ("meta", "both"):
+                meta = tool.get("_meta")
+                annotated["_meta"] = {**(meta if isinstance(meta, dict) else {}), "authorization": annotation}
+            out.append(annotated)
+        return out
+
+
+class AnnotatedLists:
+    """Policy's filter (if any), then the tool annotations: one ListFilter for the upstream stage."""
+
+    def __init__(self, inner: ListFilter | None, annotations: ToolAnnotations) -> None:
+        self._inner = inner
+        self._annotations = annotations
+
+    def visible(self, upstream: str, kind: str, items: list[JsonObject]) -> list[JsonObject]:
+        if self._inner is not None:
+            items = self._inner.visible(upstream, kind, items)
+        return self._annotations.annotate(upstream, items) if kind == "tools" else items

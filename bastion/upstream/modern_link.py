@@ -14,7 +14,7 @@ import orjson
 from mcp.shared.inbound import NAME_BEARING_METHODS, encode_header_value
 from mcp_types.version import LATEST_MODERN_VERSION
 
-from bastion.core.errors import UpstreamFailed
+from bastion.core.errors import UpstreamFailed, UpstreamRejectedCredentials
 from bastion.core.sse import SseDecoder
 from bastion.upstream.eras import envelope, with_envelope
 from bastion.upstream.http import HttpUpstreamClient, map_client_error
@@ -114,6 +114,11 @@ class ModernLink:
     async def _post(self, message: JsonObject, route: CallRoute | None) -> JsonObject:
         outgoing = with_envelope({**message, "id": next(self._ids)}, self._meta)
         response = await self._client.request("POST", self._headers(outgoing), orjson.dumps(outgoing))
+        if response.status in (401, 403):
+            response.release()
+            raise UpstreamRejectedCredentials(
+                self.upstream, f"rejected Bastion's credentials (HTTP {response.status})"
+            )
         content_type = response.headers.get("content-type", "")
         try:
             if content_type.startswith("text/event-stream"):

@@ -1,4 +1,5 @@
-"""The aggregate endpoint's collision-free naming scheme.
+"""The aggregate endpoint's collision-free naming scheme (the pure name helpers live in
+:mod:`bastion.core.naming`, shared with the policy stage; re-exported here).
 
 Upstream names match ``[a-z][a-z0-9-]*``: no ``_`` and no ``+``. So:
 
@@ -11,31 +12,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from bastion.core.naming import (
+    TOOL_SEPARATOR,
+    URI_SEPARATOR,
+    resource_uri,
+    split_resource_uri,
+    split_tool_name,
+    tool_name,
+)
+
 JsonObject = dict[str, Any]
-TOOL_SEPARATOR = "__"
-URI_SEPARATOR = "+"
-
-
-def tool_name(upstream: str, name: str) -> str:
-    return f"{upstream}{TOOL_SEPARATOR}{name}"
-
-
-def split_tool_name(qualified: str) -> tuple[str, str] | None:
-    upstream, sep, name = qualified.partition(TOOL_SEPARATOR)
-    if not sep or not upstream or not name:
-        return None
-    return upstream, name
-
-
-def resource_uri(upstream: str, uri: str) -> str:
-    return f"{upstream}{URI_SEPARATOR}{uri}"
-
-
-def split_resource_uri(qualified: str) -> tuple[str, str] | None:
-    upstream, sep, uri = qualified.partition(URI_SEPARATOR)
-    if not sep or not upstream or not uri or ":" in upstream or "/" in upstream:
-        return None
-    return upstream, uri
 
 
 def qualify_items(upstream: str, kind: str, items: list[Any]) -> list[JsonObject]:
@@ -75,3 +61,16 @@ def qualify_notification(upstream: str, message: JsonObject) -> JsonObject:
         if isinstance(uri, str):
             return {**message, "params": {**params, "uri": resource_uri(upstream, uri)}}
     return message
+
+
+__all__ = [
+    "TOOL_SEPARATOR",
+    "URI_SEPARATOR",
+    "qualify_contents",
+    "qualify_items",
+    "qualify_notification",
+    "resource_uri",
+    "split_resource_uri",
+    "split_tool_name",
+    "tool_name",
+]

@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any
 
 from mcp_types import CLIENT_CAPABILITIES_META_KEY
 
 from bastion.config.model import Settings
-from bastion.core.credentials import Credentials
+from bastion.core.credentials import CLIENT_SUPPLIED, Credentials
 from bastion.core.eras_errors import legacy_only_rejection, modern_only_rejection
 from bastion.core.errors import (
+    BastionError,
     HttpMethodNotAllowed,
     InvalidRequest,
     SessionNotFound,
     SessionRequired,
+    SuppliedTokenRejected,
     UnknownEndpoint,
     UpstreamRejectedCredentials,
 )
@@ -48,7 +51,7 @@ from bastion.upstream.eras import (
     to_modern_response,
 )
 from bastion.upstream.extensions import server_extensions, with_extensions
-from bastion.upstream.lists import filter_response
+from bastion.upstream.lists import AnnotatedLists, ToolAnnotations, filter_response
 from bastion.upstream.mrtr import MrtrBridge
 from bastion.upstream.passthrough import ForwardPlan, Passthrough
 from bastion.upstream.registry import UpstreamEntry
@@ -60,10 +63,21 @@ JsonObject = dict[str, Any]
 log = logging.getLogger("bastion.upstream")
 
 
+def _rejected(
+    err: UpstreamRejectedCredentials, credential: UpstreamCredential, call: InboundCall
+) -> BastionError:
+    """The upstream refused what Bastion sent: a token the client supplied (#234 mode) is the
+    client's problem (-32003 naming the tool); anything else stays Bastion's (-32012)."""
+    if credential.mode == CLIENT_SUPPLIED:
+        return SuppliedTokenRejected(call.name, err.message)
+    return err
+
+
 class UpstreamStage:
     def __init__(self, settings: Settings, sessions: SessionManager) -> None:
         self.sessions = sessions
         self.extensions = server_extensions(settings)  # declared in every initialize/discover result
+        self.annotations = ToolAnnotations(settings)
         self.entries = {u.name: UpstreamEntry(u) for u in settings.upstreams}
         self.passthrough = {
             name: Passthrough(entry.http, sessions, self.extensions)
@@ -89,16 +103,25 @@ class UpstreamStage:
         if call.endpoint is None:
             if self.aggregate is None:
                 raise UnknownEndpoint("No aggregate endpoint: it is disabled in the configuration")
+            lists = self._lists(None, decision)
+            if lists is not decision.lists:
+                decision = replace(decision, lists=lists)
             return await self.aggregate.dispatch(call, principal, decision, credentials)
         entry = self.entries.get(call.endpoint)
         if entry is None:
             raise UnknownEndpoint(f"No upstream named '{call.endpoint}'")
         credential = await credentials.for_upstream(entry.name)
         try:
-            return await self._to_entry(entry, call, principal, credential, decision.lists)
-        except UpstreamRejectedCredentials:
+            return await self._to_entry(entry, call, principal, credential, self._lists(entry.name, decision))
+        except UpstreamRejectedCredentials as err:
             credentials.refused(entry.name)
-            raise
+            raise _rejected(err, credential, call) from None
+
+    def _lists(self, upstream: str | None, decision: Decision) -> ListFilter | None:
+        """Policy's list filter, with the #234 tool annotations when this endpoint has them."""
+        if not self.annotations.applies(upstream):
+            return decision.lists
+        return AnnotatedLists(decision.lists, self.annotations)
 
     async def _to_entry(
         self,
@@ -221,7 +244,10 @@ class UpstreamStage:
             relay.client_ids.pop(call.request_id, None)
 
         async def answer() -> JsonObject:
-            response = await link.request(message, route)
+            try:
+                response = await link.request(message, route)
+            except UpstreamRejectedCredentials as err:
+                raise _rejected(err, credential, call) from None
             return filter_response(
                 response, method=call.method, upstream=entry.name, lists=lists, modern=False
             )
@@ -286,7 +312,11 @@ class UpstreamStage:
         method = call.method
 
         async def work(route: CallRoute) -> JsonObject:
-            response = to_modern_response(method, await channel.request(message, route))
+            try:
+                answered = await channel.request(message, route)
+            except UpstreamRejectedCredentials as err:
+                raise _rejected(err, credential, call) from None
+            response = to_modern_response(method, answered)
             return filter_response(response, method=method, upstream=entry.name, lists=lists, modern=True)
 
         return self.mrtr.start(call, principal, work, entry.name)

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from bastion.core.credentials import Credentials
+from bastion.core.credentials import Credentials, SuppliedToken
 from bastion.core.records import NO_CREDENTIAL, Decision, Principal, UpstreamCredential
+from bastion.vault.supplied import SuppliedCredentials
 
 
 class CredentialSource(Protocol):
@@ -24,6 +25,8 @@ class CredentialSource(Protocol):
 
 
 class _NoCredentials:
+    """No upstream needs anything per user: one shared object, nothing allocated per call."""
+
     __slots__ = ()
 
     async def for_upstream(self, name: str) -> UpstreamCredential:
@@ -37,13 +40,25 @@ NO_CREDENTIALS = _NoCredentials()
 
 
 class _Bound:
-    __slots__ = ("_principal", "_sources")
+    __slots__ = ("_principal", "_sources", "_supplied", "_suppliers", "_tool")
 
-    def __init__(self, sources: Mapping[str, CredentialSource], principal: Principal) -> None:
-        self._sources = sources
+    def __init__(
+        self,
+        vault: Vault,
+        principal: Principal,
+        supplied: SuppliedToken | None,
+        tool: str | None,
+    ) -> None:
+        self._sources = vault.sources
+        self._suppliers = vault.suppliers
         self._principal = principal
+        self._supplied = supplied
+        self._tool = tool
 
     async def for_upstream(self, name: str) -> UpstreamCredential:
+        supplier = self._suppliers.get(name)
+        if supplier is not None:
+            return supplier.credential(self._principal, self._supplied, self._tool)
         source = self._sources.get(name)
         if source is None:
             return NO_CREDENTIAL
@@ -56,13 +71,20 @@ class _Bound:
 
 
 class Vault:
-    def __init__(self, sources: Mapping[str, CredentialSource] | None = None) -> None:
-        self._sources = dict(sources or {})
+    def __init__(
+        self,
+        sources: Mapping[str, CredentialSource] | None = None,
+        suppliers: Mapping[str, SuppliedCredentials] | None = None,
+    ) -> None:
+        self.sources = dict(sources or {})
+        self.suppliers = dict(suppliers or {})
+        self._empty = not (self.sources or self.suppliers)
 
-    def has_source(self, name: str) -> bool:
-        return name in self._sources
-
-    def bind(self, principal: Principal, decision: Decision) -> Credentials:
-        if not self._sources:
+    def bind(
+        self, principal: Principal, decision: Decision, supplied: SuppliedToken | None, tool: str | None
+    ) -> Credentials:
+        """``supplied``: a token the client sent with this call (#234 mode); ``tool``: the tool
+        of a ``tools/call`` (None for any other message)."""
+        if self._empty:
             return NO_CREDENTIALS
-        return _Bound(self._sources, principal)
+        return _Bound(self, principal, supplied, tool)

@@ -23,6 +23,7 @@ from jwt.algorithms import ECAlgorithm
 from bastion.config.upstream_auth import EmaUpstreamAuth
 from bastion.core.credentials import IdJag, IdJagRequest
 from bastion.vault.ema import EmaUpstreamCredentials
+from tests.support.recording import read_request
 from tests.support.tls import serve_asgi
 
 IDP = "https://idp.example.test"
@@ -211,13 +212,7 @@ class FakeAuthorizationServer:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        body = b""
-        while True:
-            event = await receive()
-            body += event.get("body", b"")
-            if not event.get("more_body"):
-                break
+        headers, body = await read_request(scope, receive)
         status: int
         answer: Any
         if scope["path"] == "/.well-known/oauth-authorization-server":

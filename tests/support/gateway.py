@@ -25,6 +25,7 @@ class Gateway:
     log_path: Path
     state_dir: Path
     config_path: Path
+    pid: int | None = None  # the ``bastion serve`` process (for signals)
 
     def url(self, endpoint: str | None = None) -> str:
         return f"{self.base}/mcp" + (f"/{endpoint}" if endpoint else "")
@@ -88,5 +89,5 @@ def run_gateway(
         log_path,
         env=venv_env(env),
         cwd=REPO_ROOT,
-    ):
-        yield Gateway(f"http://127.0.0.1:{port}", port, log_path, state, config_path)
+    ) as proc:
+        yield Gateway(f"http://127.0.0.1:{port}", port, log_path, state, config_path, proc.pid)

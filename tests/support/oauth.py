@@ -276,10 +276,12 @@ async def gateway_store(gateway: Gateway) -> AsyncIterator[Store]:
         await store.close()
 
 
-async def add_users(gateway: Gateway, users: dict[str, str]) -> dict[str, str]:
-    """Create built-in users in a running gateway's store, as ``bastion users add`` does but
-    without a process per user and with one Argon2 hash per distinct password; returns
-    username → user id."""
+async def add_users(
+    gateway: Gateway, users: dict[str, str], *, groups: dict[str, list[str]] | None = None
+) -> dict[str, str]:
+    """Create built-in users in a running gateway's store, as ``bastion users add`` (with
+    ``--group``) does but without a process per user and with one Argon2 hash per distinct
+    password; returns username → user id."""
     hashes = {pw: await asyncio.to_thread(hash_password, pw) for pw in set(users.values())}
     ids: dict[str, str] = {}
     async with gateway_store(gateway) as store:
@@ -290,6 +292,7 @@ async def add_users(gateway: Gateway, users: dict[str, str]) -> dict[str, str]:
                 username=username,
                 password_hash=hashes[password],
                 display_name=username,
+                groups=frozenset((groups or {}).get(name, ())),
                 created_at=time.time(),
             )
             await store.users.add(record)

@@ -22,6 +22,17 @@ class UpstreamRequest:
     message: dict[str, Any] | None  # the JSON-RPC message of a POST
 
 
+async def read_request(scope: dict[str, Any], receive: Any) -> tuple[dict[str, str], bytes]:
+    """An ASGI request's headers (lower-cased names) and its whole body."""
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+    body = b""
+    while True:
+        event = await receive()
+        body += event.get("body", b"")
+        if not event.get("more_body"):
+            return headers, body
+
+
 class RecordingUpstream:
     """Answers initialize (2025-11-25 only: server/discover gets -32022), ping, tools/list and,
     through :meth:`call`, tools/call; subclasses bring their own ``tools`` and ``call``."""
@@ -39,13 +50,7 @@ class RecordingUpstream:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         assert scope["type"] == "http"
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        body = b""
-        while True:
-            event = await receive()
-            body += event.get("body", b"")
-            if not event.get("more_body"):
-                break
+        headers, body = await read_request(scope, receive)
         message = json.loads(body) if scope["method"] == "POST" and body else None
         self.requests.append(UpstreamRequest(scope["method"], headers, message))
         if not isinstance(message, dict):

@@ -93,6 +93,14 @@ def test_valid_token(verifier: BearerVerifier, ring: KeyRing) -> None:
     assert (principal.subject, principal.client_id, principal.scopes) == ("alice", "c1", frozenset({"read"}))
 
 
+def test_username_and_email_claims_reach_the_principal(verifier: BearerVerifier, ring: KeyRing) -> None:
+    """Policy rules name users by username or e-mail (``allow: {users: [alice]}``)."""
+    token = _sign(ring, _claims(preferred_username="alice", email="alice@acme.example"))
+    principal = verifier.verify(token, resource=RESOURCE)
+    assert (principal.username, principal.email) == ("alice", "alice@acme.example")
+    assert verifier.verify(_sign(ring, _claims(jti="j2")), resource=RESOURCE).username is None
+
+
 @pytest.mark.parametrize("typ", ["AT+JWT", "application/at+jwt", "Application/AT+JWT"])
 def test_typ_is_case_insensitive(verifier: BearerVerifier, ring: KeyRing, typ: str) -> None:
     assert verifier.verify(_sign(ring, _claims(), typ=typ), resource=RESOURCE).authenticated
@@ -116,6 +124,8 @@ def test_typ_is_case_insensitive(verifier: BearerVerifier, ring: KeyRing, typ: s
         (_claims(jti=None), InvalidToken),
         (_claims(exp="soon"), InvalidToken),
         (_claims(scope=["read"]), InvalidToken),
+        (_claims(preferred_username=["alice"]), InvalidToken),
+        (_claims(email=7), InvalidToken),
     ],
 )
 def test_claim_failures(verifier: BearerVerifier, ring: KeyRing, claims: dict[str, Any], error: type) -> None:
