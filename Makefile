@@ -47,6 +47,7 @@ test: lint
 
 bench: $(VENV)/.bastion-install.stamp
 	$(PY) -m bench
+	$(PY) -m bench.policy_engine
 
 docs: $(VENV)/.bastion-install.stamp
 	@mkdir -p docs

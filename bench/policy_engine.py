@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     gc.collect()
     gc.freeze()  # as bastion.app does after startup: long-lived objects stay out of collections
     cached = CedarPolicy.from_settings(load_config_text(config(10_000), {}))
+    reference = CedarPolicy.from_settings(load_config_text(config(0), {}), native=False)  # Cedar only
     alice = Principal(
         "u-alice",
         client_id="claude",
@@ -114,8 +115,10 @@ def main(argv: list[str] | None = None) -> None:
     def us(fn: Callable[[], object], samples: int = n) -> str:
         return f"{p50(fn, samples):.1f} µs"
 
-    def ms(items: list[dict[str, Any]], samples: int) -> str:
-        return f"{p50(lambda: listing.visible('up3', 'tools', items), samples) / 1000:.2f} ms"
+    def ms(items: list[dict[str, Any]], samples: int, lists: Any = listing) -> str:
+        return f"{p50(lambda: lists.visible('up3', 'tools', items), samples) / 1000:.2f} ms"
+
+    cedar_listing = reference.decide(alice, call("up3", "tools/list", {})).lists
 
     rows = [
         ("policies compiled (entries)", f"{len(uncached.compiled.entries)}", ""),
@@ -132,6 +135,9 @@ def main(argv: list[str] | None = None) -> None:
         ("tools/list 200 tools (none named), uncached", ms(none, 200), "<= 5 ms"),
         ("tools/list 200 tools (20 named), uncached", ms(some, 50), "<= 5 ms"),
         ("tools/list 200 tools (100 named), uncached", ms(half, 20), "<= 5 ms"),
+        ("[Cedar only] decide, uncached, named tool", us(lambda: reference.decide(alice, named)), ""),
+        ("[Cedar only] decide, uncached, no rule names", us(lambda: reference.decide(alice, generic)), ""),
+        ("[Cedar only] tools/list 200 tools (100 named)", ms(half, 20, cedar_listing), ""),
     ]
     width = max(len(r[0]) for r in rows)
     for label, value, target in rows:

@@ -76,13 +76,14 @@ def split_pattern(pattern: str) -> list[str]:
 
 
 @lru_cache(maxsize=4096)
-def _compiled(pattern: str) -> re.Pattern[str]:
+def matcher(pattern: str) -> re.Pattern[str]:
+    """The pattern as a regular expression: ``value like pattern`` is ``matcher(pattern).fullmatch``."""
     return re.compile(".*".join(re.escape(p) for p in split_pattern(pattern)), re.DOTALL)
 
 
 def like(value: str, pattern: str) -> bool:
     """Cedar's ``value like pattern``."""
-    return _compiled(pattern).fullmatch(value) is not None
+    return matcher(pattern).fullmatch(value) is not None
 
 
-__all__ = ["fold", "is_canonical", "like", "problem", "split_pattern"]
+__all__ = ["fold", "is_canonical", "like", "matcher", "problem", "split_pattern"]

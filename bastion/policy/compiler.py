@@ -35,14 +35,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cedarpy
 
 from bastion.config.policy import ANY, PolicyRule, Who
 from bastion.core.errors import ConfigError
 from bastion.policy import canonical
-from bastion.policy.entry import Effect, Entry, Named
+from bastion.policy.entry import Conditions, Effect, Entry, Named
 from bastion.policy.raw import cedar_entry
 from bastion.policy.schema import (
     GROUP,
@@ -105,6 +105,26 @@ def _args(rule: PolicyRule, where: str) -> str:
     return "(" + " && ".join(checks) + ")"
 
 
+def _conditions(rule: PolicyRule) -> Conditions:
+    """The same clauses as :func:`_who`, the scopes and :func:`_args`, for the native evaluator."""
+    who = rule.deny if rule.deny is not None else rule.allow
+    args = tuple(
+        (name, canonical.fold(a.match), True) if a.case == "insensitive" else (name, a.match, False)
+        for name, a in sorted(rule.args.items())
+    )
+    base = Conditions(scopes=frozenset(rule.require_scopes), args=args)
+    if who is None:
+        return base
+    return replace(
+        base,
+        users=frozenset(who.users),
+        emails=frozenset(u for u in who.users if "@" in u),
+        groups=frozenset(who.groups),
+        roles=frozenset(who.roles),
+        clients=frozenset(who.clients) if who.clients else None,
+    )
+
+
 def _kinds(rule: PolicyRule) -> list[tuple[str, list[str]]]:
     kinds = [("tool", rule.tools), ("prompt", rule.prompts), ("resource", rule.resources)]
     return [(k, v) for k, v in kinds if v is not None]
@@ -124,6 +144,7 @@ def _rule_entries(item: YamlRule, upstreams: tuple[str, ...]) -> list[Entry]:
         common.append(f"context.scopes.containsAll([{', '.join(quote(s) for s in rule.require_scopes)}])")
         fields.add("scopes")
     args = _args(rule, item.location) if rule.args else None
+    tests = _conditions(rule)
     arg_fields = {"args_casefold" if a.case == "insensitive" else "args" for a in rule.args.values()}
     head = f"@id({quote(item.rule_id)})\n{effect} (\n  principal,\n"
     in_upstream = f" in {entity(UPSTREAM, upstream)}" if upstream else ""
@@ -137,9 +158,11 @@ def _rule_entries(item: YamlRule, upstreams: tuple[str, ...]) -> list[Entry]:
         names: frozenset[str] | None = None,
         patterns: tuple[str, ...] | None = None,
         named: frozenset[Named] = frozenset(),
+        items: frozenset[str] | None = None,
     ) -> Entry:
         constrained = args is not None and rtype != RESOURCE
         conditions = [*first, *common]
+        native = replace(tests, items=items, uris=patterns, args=tests.args if constrained else ())
         return Entry(
             text=_policy(scope, [*conditions, args] if constrained and args else conditions),
             rule_id=item.rule_id,
@@ -161,6 +184,7 @@ def _rule_entries(item: YamlRule, upstreams: tuple[str, ...]) -> list[Entry]:
             # while listing: an allowing rule without its argument constraints; a denying one not at all
             listing_text=_policy(scope, conditions) if constrained and effect == "permit" else None,
             in_listing=not (constrained and effect == "forbid"),
+            conditions=native,
         )
 
     kinds = _kinds(rule)
@@ -183,7 +207,17 @@ def _rule_entries(item: YamlRule, upstreams: tuple[str, ...]) -> list[Entry]:
             ids = sorted(f"{u}/{n}" for u in hosts for n in values)
             membership = f"[{', '.join(entity(rtype, i) for i in ids)}].contains(resource)"
             named = frozenset((rtype, u, n) for u in hosts for n in values)
-            out.append(make(scope, [membership], actions, rtype, names=frozenset(values), named=named))
+            out.append(
+                make(
+                    scope,
+                    [membership],
+                    actions,
+                    rtype,
+                    names=frozenset(values),
+                    named=named,
+                    items=frozenset(ids),
+                )
+            )
     return out
 
 

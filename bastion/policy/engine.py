@@ -47,24 +47,35 @@ def _ids(entries: tuple[Entry, ...] | list[Entry]) -> str:
 
 class CedarPolicy:
     def __init__(
-        self, compiled: CompiledPolicy, settings: PolicySettings, *, clock: Clock = time.time
+        self,
+        compiled: CompiledPolicy,
+        settings: PolicySettings,
+        *,
+        clock: Clock = time.time,
+        native: bool = True,
     ) -> None:
         defaults = {u: settings.upstreams.get(u, settings.default) for u in compiled.upstreams}
         self.compiled = compiled
         self.index = SliceIndex(compiled, defaults)
-        self.evaluator = Evaluator(settings.scope_implies, clock=clock)
+        self.evaluator = Evaluator(settings.scope_implies, clock=clock, native=native)
         self._cache_size = settings.cache_size
         self._cache: dict[tuple[object, ...], Decision] = {}
         self._lists: dict[tuple[object, ...], bool] = {}
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, base_dir: Path | None = None, clock: Clock = time.time
+        cls,
+        settings: Settings,
+        *,
+        base_dir: Path | None = None,
+        clock: Clock = time.time,
+        native: bool = True,
     ) -> CedarPolicy:
-        """Load, compile and validate every policy source; ConfigError names the file and line."""
+        """Load, compile and validate every policy source; ConfigError names the file and line.
+        ``native=False``: Cedar evaluates every slice (the reference the native evaluator matches)."""
         sources = load_sources(settings, base_dir=base_dir)
         compiled = compile_sources(sources, [u.name for u in settings.upstreams])
-        return cls(compiled, settings.policy, clock=clock)
+        return cls(compiled, settings.policy, clock=clock, native=native)
 
     # -- the stage ------------------------------------------------------------------------------
 

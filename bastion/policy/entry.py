@@ -4,7 +4,7 @@ it by the actions, upstream and items it may concern (:mod:`bastion.policy.index
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from bastion.policy.canonical import like
 from bastion.policy.schema import RESOURCE, like_literal, qualified, quote
@@ -13,6 +13,29 @@ Effect = Literal["permit", "forbid"]
 Named = tuple[str, str, str]  # (entity type, upstream, name)
 DEFAULT_ALLOW_ID = "default:allow"
 ARG_FIELDS = frozenset({"args", "args_casefold"})
+
+
+class Outcome(NamedTuple):
+    allowed: bool
+    reasons: tuple[Entry, ...]  # the policies that decided (permits when allowed, forbids when denied)
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Conditions:
+    """What a policy generated from YAML (or the default) tests, for :mod:`.native`: each part
+    is exactly one clause of the Cedar text (empty or None: the clause is absent)."""
+
+    users: frozenset[str] = frozenset()  # user ids or usernames
+    emails: frozenset[str] = frozenset()  # the users given as e-mail addresses
+    groups: frozenset[str] = frozenset()
+    roles: frozenset[str] = frozenset()
+    clients: frozenset[str] | None = None
+    scopes: frozenset[str] = frozenset()  # containsAll
+    args: tuple[tuple[str, str, bool], ...] = ()  # (name, pattern as emitted, compare casefolded)
+    items: frozenset[str] | None = None  # item ids "<upstream>/<name>": [...].contains(resource)
+    uris: tuple[str, ...] | None = None  # resource.uri like any of them
+    unless_uris: tuple[str, ...] = ()  # the default: unless the resource's uri is like one of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +66,7 @@ class Entry:
     # constraints (listing_text) and denying rules with argument constraints do not apply
     listing_text: str | None = None  # None: the same text
     in_listing: bool = True
+    conditions: Conditions | None = None  # None: raw Cedar, only Cedar evaluates it
 
     def for_listing(self) -> Entry | None:
         """This policy as evaluated while filtering a list (None: it does not apply then)."""
@@ -51,8 +75,14 @@ class Entry:
         if self.listing_text is None:
             return self
         context = None if self.context is None else self.context - ARG_FIELDS
+        conditions = None if self.conditions is None else replace(self.conditions, args=())
         return replace(
-            self, text=self.listing_text, listing_text=None, context=context, arg_names=frozenset()
+            self,
+            text=self.listing_text,
+            listing_text=None,
+            context=context,
+            arg_names=frozenset(),
+            conditions=conditions,
         )
 
     @property
@@ -106,7 +136,8 @@ def default_allow(except_uris: tuple[str, ...] = ()) -> Entry:
         names=None,
         governing=False,
         reads_resource=bool(except_uris),
+        conditions=Conditions(unless_uris=except_uris),
     )
 
 
-__all__ = ["DEFAULT_ALLOW_ID", "Effect", "Entry", "Named", "default_allow"]
+__all__ = ["DEFAULT_ALLOW_ID", "Conditions", "Effect", "Entry", "Named", "Outcome", "default_allow"]

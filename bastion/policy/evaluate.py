@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from dataclasses import dataclass, replace
+from typing import Any
 
 import cedarpy
 import orjson
@@ -18,19 +18,14 @@ from cedarpy import Entities, PolicySet
 
 from bastion.core.records import Principal
 from bastion.policy import canonical
-from bastion.policy.entry import Entry
+from bastion.policy.entry import Outcome
 from bastion.policy.index import PolicyGroup, Slice
+from bastion.policy.native import Facts
 from bastion.policy.schema import CLIENT, GROUP, ITEM_ACTIONS, RESOURCE, UPSTREAM, USER, qualified
 
 Clock = Callable[[], float]
 ACTION_TYPE = qualified("Action")
 _UPSTREAM_TYPE = qualified(UPSTREAM)
-
-
-class Outcome(NamedTuple):
-    allowed: bool
-    reasons: tuple[Entry, ...]  # the policies that decided (permits when allowed, forbids when denied)
-    errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +38,7 @@ class Subject:
     scopes: frozenset[str]  # hierarchy expanded
     client: str
     era: str
+    facts: Facts  # the same principal for the native evaluator
 
 
 Verdict = tuple[bool, tuple[str, ...], tuple[str, ...]]  # allowed, policy ids, errors
@@ -139,12 +135,18 @@ class Arguments:
 
 class Evaluator:
     def __init__(
-        self, scope_implies: Mapping[str, Sequence[str]], *, clock: Clock = time.time, cache_size: int = 1024
+        self,
+        scope_implies: Mapping[str, Sequence[str]],
+        *,
+        clock: Clock = time.time,
+        cache_size: int = 1024,
+        native: bool = True,
     ) -> None:
+        self.native = native  # False: Cedar evaluates every slice (the reference)
         self._implies = {k: tuple(v) for k, v in scope_implies.items()}
         self._clock = clock
         self._cache_size = cache_size
-        self._entities: dict[tuple[object, ...], tuple[dict[str, str], Entities]] = {}
+        self._entities: dict[tuple[object, ...], tuple[dict[str, str], Entities, Facts]] = {}
         self._with_item: dict[tuple[object, ...], Entities] = {}  # principal + one item
         self._scopes: dict[frozenset[str], frozenset[str]] = {}
 
@@ -182,13 +184,22 @@ class Evaluator:
                     attrs["email"] = principal.email
                 parents = [{"type": qualified(GROUP), "id": g} for g in sorted(principal.groups)]
                 entity = {"uid": uid, "attrs": attrs, "parents": parents}
-            cached = (uid, Entities.from_json_str(orjson.dumps([entity]).decode()))
+            facts = Facts(
+                machine,
+                principal.subject,
+                principal.username or "",
+                principal.email,
+                principal.groups,
+                principal.roles,
+                principal.client_id or "",
+            )
+            cached = (uid, Entities.from_json_str(orjson.dumps([entity]).decode()), facts)
             if len(self._entities) >= self._cache_size:
                 self._entities.pop(next(iter(self._entities)))
             self._entities[key] = cached
-        return Subject(
-            key, cached[0], cached[1], self.scopes(principal.scopes), principal.client_id or "", era
-        )
+        client = principal.client_id or ""
+        facts = cached[2] if cached[2].client == client else replace(cached[2], client=client)
+        return Subject(key, cached[0], cached[1], self.scopes(principal.scopes), client, era, facts)
 
     def _context(
         self,
@@ -249,12 +260,17 @@ class Evaluator:
         folded: Mapping[str, str] | None = None,
         listing: bool = False,
         extra_scopes: frozenset[str] = frozenset(),
+        cedar: bool = False,
     ) -> list[Outcome]:
-        """One outcome per name (None: the upstream itself), in one batch over the slice."""
+        """One outcome per name (None: the upstream itself), in one batch over the slice; by the
+        native evaluator when it can (see :meth:`native_for`), else (or with ``cedar``) by Cedar."""
         group = slc.lists if listing else slc.calls
         if group.policies is None:
             fixed = Outcome(bool(group.fixed), group.entries[-1:] if group.fixed else ())
             return [fixed for _ in names]
+        if group.native is not None and self.native and not cedar:
+            scopes = subject.scopes | extra_scopes if extra_scopes else subject.scopes
+            return group.native.evaluate(subject.facts, scopes, upstream, names, args or {}, folded or {})
         action_name = slc.key[0]
         rtype = ITEM_ACTIONS.get(action_name, UPSTREAM)
         context = self._context(
@@ -268,10 +284,18 @@ class Evaluator:
             for n in names
         ]
         out = []
+        entries = group.entries
         for allowed, reasons, errors in authorize_batch(requests, group.policies, entities):
-            found = tuple(e for r in reasons if (e := group.entry(r)) is not None)
+            # Cedar reports the deciding policies in no particular order: give them in policy order
+            numbers = sorted(n for n in map(group.index, reasons) if n is not None)
+            found = tuple(entries[n] for n in numbers)
             out.append(Outcome(allowed, found, errors))
         return out
+
+    def native_for(self, slc: Slice, *, listing: bool = False) -> bool:
+        """Whether the native evaluator decides this slice (else Cedar, or nothing to evaluate)."""
+        group = slc.lists if listing else slc.calls
+        return self.native and group.policies is not None and group.native is not None
 
 
 __all__ = [

@@ -1,13 +1,14 @@
 """A readable account of one decision, for ``bastion policy test`` and for people debugging
-a policy: what the call asks for, who asks, which policies could apply, what Cedar said, and
-the final decision (computed afresh, never from the cache). Pure: no I/O."""
+a policy: what the call asks for, who asks, which policies could apply, what Cedar said (and
+whether the native evaluator, which decides slices of YAML rules, agrees), and the final decision
+(computed afresh, never from the cache). Pure: no I/O."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from bastion.core.records import InboundCall, Principal
-from bastion.policy.evaluate import Arguments, constrained, is_machine, item_id
+from bastion.policy.evaluate import Arguments, Outcome, constrained, is_machine, item_id
 from bastion.policy.schema import ITEM_ACTIONS, UPSTREAM, entity
 from bastion.policy.targets import Refused, target
 
@@ -30,6 +31,11 @@ def _who(principal: Principal, scopes: frozenset[str]) -> list[str]:
     if implied:
         lines.append(f"  implied scopes: {' '.join(sorted(implied))}")
     return lines
+
+
+def _verdict(outcome: Outcome) -> str:
+    by = ", ".join(e.label for e in outcome.reasons) or "no policy matched"
+    return f"{'Allow' if outcome.allowed else 'Deny'} ({by})"
 
 
 def explain(engine: CedarPolicy, principal: Principal, call: InboundCall) -> str:
@@ -71,12 +77,21 @@ def explain(engine: CedarPolicy, principal: Principal, call: InboundCall) -> str
         lines.append(f"arguments checked: {shown}" + (f" (refused: {refusal})" if refusal else ""))
     if refusal is None:
         outcome = engine.evaluator.evaluate(
-            subject, slc, found.upstream, [found.name], args=args.exact, folded=args.folded
+            subject, slc, found.upstream, [found.name], args=args.exact, folded=args.folded, cedar=True
         )[0]
-        verdict = "Allow" if outcome.allowed else "Deny"
-        by = ", ".join(e.label for e in outcome.reasons) or "no policy matched"
-        lines.append(f"cedar: {verdict} ({by})")
+        lines.append(f"cedar: {_verdict(outcome)}")
         lines.extend(f"  error: {error}" for error in outcome.errors)
+        if engine.evaluator.native_for(slc):
+            native = engine.evaluator.evaluate(
+                subject, slc, found.upstream, [found.name], args=args.exact, folded=args.folded
+            )[0]
+            agree = native == outcome
+            lines.append(
+                "evaluated by: the native evaluator (YAML rules only), "
+                + ("which agrees with Cedar" if agree else f"which DISAGREES with Cedar: {_verdict(native)}")
+            )
+        else:
+            lines.append("evaluated by: Cedar")
     decision = engine.decide_target(principal, era, found, cache=False)
     verdict = "ALLOW" if decision.allowed else ("STEP-UP" if decision.step_up else "DENY")
     lines.append(f"decision: {verdict} ({decision.reason})")

@@ -22,6 +22,7 @@ from cedarpy import PolicySet
 from bastion.config.policy import Effect
 from bastion.policy.compiler import CompiledPolicy
 from bastion.policy.entry import Entry, default_allow
+from bastion.policy.native import NativeGroup
 from bastion.policy.schema import ACTIONS, ITEM_ACTIONS, UPSTREAM
 
 SliceKey = tuple[str, str, str | None]  # (action, upstream, item name or None for every other item)
@@ -35,10 +36,15 @@ class PolicyGroup:
     policies: PolicySet | None  # None: nothing to evaluate, see ``fixed``
     fixed: bool | None  # the decision when there is nothing to evaluate
     context: frozenset[str] | None  # the context fields these policies read (None: all)
+    native: NativeGroup | None = None  # every policy is from YAML (or the default): decided in Python
 
     def entry(self, policy_id: str) -> Entry | None:
-        index = policy_id.removeprefix("policy")
-        return self.entries[int(index)] if index.isdigit() and int(index) < len(self.entries) else None
+        index = self.index(policy_id)
+        return None if index is None else self.entries[index]
+
+    def index(self, policy_id: str) -> int | None:
+        number = policy_id.removeprefix("policy")
+        return int(number) if number.isdigit() and int(number) < len(self.entries) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +134,8 @@ class SliceIndex:
         baseline = rules[len(entries) :]
         self._slices[key] = Slice(
             key=key,
-            calls=self._group(entries, baseline, parsed=parsed, number=number, mode="calls"),
-            lists=self._group(listing, baseline, parsed=parsed, number=number, mode="lists"),
+            calls=self._group(entries, baseline, key, parsed=parsed, number=number, mode="calls"),
+            lists=self._group(listing, baseline, key, parsed=parsed, number=number, mode="lists"),
             default=default,
             governed=fully or bool(patterns),
             arg_names=tuple(sorted({a for e in entries for a in e.arg_names})),
@@ -144,6 +150,7 @@ class SliceIndex:
     def _group(
         entries: list[Entry],
         baseline: list[Entry],
+        key: SliceKey,
         *,
         parsed: dict[tuple[object, ...], PolicySet],
         number: dict[int, int],
@@ -155,7 +162,8 @@ class SliceIndex:
         ids = (mode, *(number[id(e)] for e in entries), len(baseline))  # the baseline follows from them
         if ids not in parsed:
             parsed[ids] = PolicySet.from_str("\n".join(e.text for e in rules))
-        return PolicyGroup(rules, parsed[ids], None, _union([e.context for e in rules]))
+        native = NativeGroup(rules, key[0], key[1]) if NativeGroup.supports(rules) else None
+        return PolicyGroup(rules, parsed[ids], None, _union([e.context for e in rules]), native)
 
     def slice(self, action_name: str, upstream: str, name: str | None) -> Slice | None:
         """The slice for an item (its own if a policy names it); None for an unknown upstream."""
