@@ -24,7 +24,9 @@ from bastion.cli.common import DEFAULT_CONFIG, ConfigOption, console, load_setti
 from bastion.config import Settings
 from bastion.core.errors import ConfigError
 from bastion.core.records import Era, InboundCall, MessageKind, Principal, UserRecord
+from bastion.idp.presets import resolve
 from bastion.idp.users import LocalUsers
+from bastion.oauth.token import user_roles
 from bastion.policy.compiler import cedar_text
 from bastion.policy.engine import CedarPolicy
 from bastion.policy.lint import Known, lint
@@ -108,7 +110,7 @@ def _principal(
     client: str | None,
     scopes: str | None,
     groups: frozenset[str] | None,
-    roles: frozenset[str],
+    roles: frozenset[str] | None,
     email: str | None,
 ) -> tuple[Principal, list[str]]:
     notes: list[str] = []
@@ -136,7 +138,7 @@ def _principal(
         client_id=client,
         scopes=granted,
         groups=groups if groups is not None else (record.groups if record else frozenset()),
-        roles=roles,
+        roles=roles if roles is not None else (frozenset(user_roles(record)) if record else frozenset()),
         authenticated=True,
         username=record.username if record else user,
         email=email if email is not None else (record.email if record else None),
@@ -227,7 +229,7 @@ def check(  # noqa: PLR0917 - typer maps parameters to options
         client=client,
         scopes=scopes,
         groups=_split(groups),
-        roles=_split(roles) or frozenset(),
+        roles=_split(roles),
         email=email,
     )
     call = _call(method, key, name, endpoint=upstream, args=arguments, era=Era(era.value))
@@ -266,6 +268,8 @@ def _known(settings: Settings, directory: Directory) -> Known:
             v for u in directory.users for v in (u.username, u.user_id, u.email) if v is not None
         ),
         clients=frozenset({c.client_id for c in settings.clients} | directory.clients),
+        roles=frozenset(r for u in directory.users for r in user_roles(u)),
+        idp_roles=any(resolve(p).roles_claim for p in settings.identity_providers),
     )
 
 

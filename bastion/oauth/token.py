@@ -58,6 +58,20 @@ def _presented(form: Mapping[str, Sequence[str]], name: str) -> str:
     return value
 
 
+MAX_ROLES = 64
+
+
+def user_roles(user: UserRecord) -> list[str]:
+    """The user's roles: from the identity provider (``idp_roles``), or set by an administrator
+    (``bastion users add --attr roles=a,b``)."""
+    attrs = user.attributes or {}
+    raw = attrs.get("idp_roles") or attrs.get("roles") or []
+    values = raw.split(",") if isinstance(raw, str) else raw
+    if not isinstance(values, list):
+        return []
+    return sorted({v.strip() for v in values if isinstance(v, str) and v.strip()})[:MAX_ROLES]
+
+
 class TokenEndpoint:
     def __init__(
         self, ctx: OAuthContext, idjag: IdJagGrant | None = None, exchange: TokenExchange | None = None
@@ -315,6 +329,9 @@ class TokenEndpoint:
                 extra["email"] = user.email
             if user.groups:
                 extra["groups"] = sorted(user.groups)
+            roles = user_roles(user)
+            if roles:
+                extra["roles"] = roles  # policy rules may name roles (``allow: {roles: [...]}``)
         if isinstance(auth_time, int | float):
             extra["auth_time"] = int(auth_time)
         token_scopes = [s for s in scopes if s != OFFLINE_ACCESS]

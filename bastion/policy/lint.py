@@ -5,9 +5,9 @@ Two kinds of findings, both warnings (the policy is valid, but probably not what
 - **names nobody has**: a group that no identity provider grant produces and no user in the
   store holds, a user the store does not know, a client that is neither configured nor
   registered (client ids that are URLs are metadata documents, fetched on first use, so they
-  are not flagged), a role (Bastion's access tokens carry groups, never roles: map IdP roles
-  to groups with ``identity_providers[].grants``). Users and groups may appear later (a first
-  sign-in through an identity provider, ``bastion users add``), so these *may* never match.
+  are not flagged), a role no user in the store has while no identity provider reads a roles
+  claim. Users, groups and roles may appear later (a first sign-in through an identity
+  provider, ``bastion users add``), so these *may* never match.
 - **shadowed rules**: a rule that an unconditional deny (a deny rule without ``args``) on the
   same or a broader target, naming everyone the rule names, already decides. An allowing rule
   under such a deny can never allow anything; a later deny under it adds nothing.
@@ -32,6 +32,8 @@ class Known:
     user_groups: frozenset[str]  # groups of users in the store
     users: frozenset[str]  # usernames, e-mail addresses and user ids in the store
     clients: frozenset[str]  # configured and registered client ids
+    roles: frozenset[str] = frozenset()  # roles of users in the store (IdP roles, or set by an admin)
+    idp_roles: bool = False  # an identity provider reads a roles claim: new roles may appear
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +64,11 @@ def _names(rule: PolicyRule, known: Known) -> list[str]:
         if user not in known.users and user.casefold() not in known.users:
             out.append(f"{part}.users: no user '{user}' in the store (yet): may never match")
     for role in who.roles:
-        out.append(
-            f"{part}.roles: Bastion's access tokens carry no roles, so role '{role}' may never match "
-            "(map IdP roles to groups with identity_providers[].grants)"
-        )
+        if role not in known.roles and not known.idp_roles:
+            out.append(
+                f"{part}.roles: no user in the store has role '{role}' and no identity provider "
+                "reads a roles claim: may never match"
+            )
     for client in who.clients:
         if client not in known.clients and not client.startswith("https://"):
             out.append(

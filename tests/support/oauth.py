@@ -277,7 +277,11 @@ async def gateway_store(gateway: Gateway) -> AsyncIterator[Store]:
 
 
 async def add_users(
-    gateway: Gateway, users: dict[str, str], *, groups: dict[str, list[str]] | None = None
+    gateway: Gateway,
+    users: dict[str, str],
+    *,
+    groups: dict[str, list[str]] | None = None,
+    attributes: dict[str, dict[str, object]] | None = None,
 ) -> dict[str, str]:
     """Create built-in users in a running gateway's store, as ``bastion users add`` (with
     ``--group``) does but without a process per user and with one Argon2 hash per distinct
@@ -293,6 +297,7 @@ async def add_users(
                 password_hash=hashes[password],
                 display_name=username,
                 groups=frozenset((groups or {}).get(name, ())),
+                attributes=dict((attributes or {}).get(name, {})),
                 created_at=time.time(),
             )
             await store.users.add(record)

@@ -66,11 +66,17 @@ def test_names_nobody_has_may_never_match() -> None:
         "policies[0]: allow.groups: no identity provider grant produces group 'finance' and no user in the "
         "store has it: may never match",
         "policies[1]: deny.users: no user 'carol' in the store (yet): may never match",
-        "policies[1]: deny.roles: Bastion's access tokens carry no roles, so role 'admin' may never match "
-        "(map IdP roles to groups with identity_providers[].grants)",
+        "policies[1]: deny.roles: no user in the store has role 'admin' and no identity provider "
+        "reads a roles claim: may never match",
     ]
     everyone = Known(frozenset(), frozenset({"eng", "finance"}), frozenset({"carol"}), frozenset({"claude"}))
     assert len(lint(rules[:1], everyone)) == 0
+    admins = Known(
+        frozenset(), frozenset(), frozenset({"carol"}), frozenset({"claude"}), roles=frozenset({"admin"})
+    )
+    assert len(lint(rules[1:2], admins)) == 0  # a stored user holds the role
+    idp = Known(frozenset(), frozenset(), frozenset({"carol"}), frozenset({"claude"}), idp_roles=True)
+    assert len(lint(rules[1:2], idp)) == 0  # an identity provider may bring it at sign-in
 
 
 @pytest.mark.parametrize(
