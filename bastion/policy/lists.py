@@ -42,6 +42,11 @@ class PolicyLists:
         self._principal = principal
         self._era = era
 
+    def required_scopes(self, upstream: str, tool: str) -> tuple[str, ...]:
+        """The scopes the rules covering ``tool`` ask for (for the #234 tool annotation)."""
+        slc = self._engine.index.slice("call_tool", upstream, tool)
+        return tuple(sorted(slc.require_scopes)) if slc is not None else ()
+
     def visible(self, upstream: str, kind: str, items: list[JsonObject]) -> list[JsonObject]:
         spec = KIND_ITEM.get(kind)
         if spec is None:

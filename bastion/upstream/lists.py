@@ -50,8 +50,8 @@ def filter_response(
 class ToolAnnotations:
     """The #234 proposal's ``authorization`` annotation on tools (``upstreams[].annotate_tools``):
     ``{"method": "oauth2", "requiredScopes": [...]}`` for a tool that needs a token the client
-    supplies (``auth: {type: client_supplied}``: its downstream scopes), ``{"method": "none"}``
-    for the others."""
+    supplies (``auth: {type: client_supplied}``: its downstream scopes) or for which policy asks
+    Bastion's token for scopes (the rules' ``require_scopes``), ``{"method": "none"}`` otherwise."""
 
     def __init__(self, settings: Settings) -> None:
         self._styles = {u.name: u.annotate_tools for u in settings.upstreams if u.annotate_tools != "none"}
@@ -63,18 +63,23 @@ class ToolAnnotations:
         """Whether tools/list results of ``upstream`` (None: the aggregate) are annotated."""
         return bool(self._styles) if upstream is None else upstream in self._styles
 
-    def annotate(self, upstream: str, tools: list[JsonObject]) -> list[JsonObject]:
+    def annotate(
+        self, upstream: str, tools: list[JsonObject], policy: ListFilter | None = None
+    ) -> list[JsonObject]:
         style = self._styles.get(upstream)
         if style is None:
             return tools
         supplied = self._supplied.get(upstream)
+        required = getattr(policy, "required_scopes", None)  # what policy asks of Bastion's token
         out: list[JsonObject] = []
         for tool in tools:
+            name = tool.get("name")
             annotation: JsonObject = {"method": "none"}
             if supplied is not None:
-                name = tool.get("name")
                 scopes = supplied.tool_scopes.get(name, supplied.scopes) if isinstance(name, str) else []
                 annotation = {"method": "oauth2", "requiredScopes": list(scopes)}
+            elif required is not None and isinstance(name, str) and (needed := required(upstream, name)):
+                annotation = {"method": "oauth2", "requiredScopes": list(needed)}
             annotated = dict(tool)
             if style in ("field", "both"):
                 annotated["authorization"] = annotation
@@ -95,4 +100,4 @@ class AnnotatedLists:
     def visible(self, upstream: str, kind: str, items: list[JsonObject]) -> list[JsonObject]:
         if self._inner is not None:
             items = self._inner.visible(upstream, kind, items)
-        return self._annotations.annotate(upstream, items) if kind == "tools" else items
+        return self._annotations.annotate(upstream, items, self._inner) if kind == "tools" else items

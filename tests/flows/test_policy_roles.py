@@ -34,12 +34,15 @@ def gw(flow_tmp: Path) -> Iterator[Gateway]:
                 "upstream": "gh",
                 "tools": ["create_issue"],
                 "allow": {"roles": ["Issues.Write"]},
-            }
+            },
+            {"id": "commenters", "upstream": "gh", "tools": ["comment"], "require_scopes": ["mcp"]},
         ],
     }
     with (
         serve_upstream(tracker),
-        run_gateway(flow_tmp, [{"name": "gh", "http": {"url": tracker.url}}], extra=extra) as g,
+        run_gateway(
+            flow_tmp, [{"name": "gh", "http": {"url": tracker.url}, "annotate_tools": "field"}], extra=extra
+        ) as g,
     ):
         yield g
 
@@ -72,3 +75,17 @@ async def test_a_rule_naming_a_role_allows_its_holders_only(gw: Gateway) -> None
             names[who] = {t["name"] for t in listed.json()["result"]["tools"]}
     assert "create_issue" in names["carol"]
     assert "create_issue" not in names["dave"]
+
+
+async def test_tool_annotations_name_the_scopes_policy_asks_for(gw: Gateway) -> None:
+    """#234 annotation on an upstream without client-supplied tokens: a tool whose rules require
+    scopes of Bastion's token is ``oauth2`` with them, the others ``none``."""
+    await add_users(gw, {"erin": PASSWORD}, attributes={"erin": {"roles": "Issues.Write"}})
+    tokens = await user_token(
+        gw.base, client_id="agent", resource=gw.url("gh"), username="erin", password=PASSWORD
+    )
+    async with httpx2.AsyncClient(timeout=30) as http:
+        listed = await list_tools(http, gw.url("gh"), str(tokens["access_token"]))
+    tools = {t["name"]: t for t in listed.json()["result"]["tools"]}
+    assert tools["comment"]["authorization"] == {"method": "oauth2", "requiredScopes": ["mcp"]}
+    assert tools["create_issue"]["authorization"] == {"method": "none"}
