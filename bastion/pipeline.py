@@ -133,8 +133,8 @@ class McpPipeline:
             call = await read_call(
                 scope, receive, endpoint=endpoint, guard=self._guard, max_body=self._max_body
             )
-            call, supplied = take_supplied_token(call)
             principal = self._authn.authenticate(call, _authorization(scope))
+            call, supplied = take_supplied_token(call)  # before policy, the vault or any upstream
             decision = self._policy.decide(principal, call)
             if decision.rule is not None:
                 detail = f"policy: {decision.rule}"  # every decision names the rule that made it
