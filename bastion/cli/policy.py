@@ -15,7 +15,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -23,7 +22,7 @@ from rich.markup import escape
 from bastion.cli.common import DEFAULT_CONFIG, ConfigOption, console, load_settings
 from bastion.config import Settings
 from bastion.core.errors import ConfigError
-from bastion.core.records import Era, InboundCall, MessageKind, Principal, UserRecord
+from bastion.core.records import Era, InboundCall, Principal, UserRecord, request_call
 from bastion.idp.presets import resolve
 from bastion.idp.users import LocalUsers
 from bastion.oauth.token import user_roles
@@ -152,22 +151,7 @@ def _call(
     params: dict[str, Any] = {key: name}
     if method in ("tools/call", "prompts/get"):
         params["arguments"] = args
-    message = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-    return InboundCall(
-        endpoint=endpoint,
-        http_method="POST",
-        era=era,
-        kind=MessageKind.REQUEST,
-        method=method,
-        request_id=1,
-        name=name,
-        protocol_version=None,
-        session_id=None,
-        accept="application/json, text/event-stream",
-        body=orjson.dumps(message),
-        message=message,
-        trace_id="policy-test",
-    )
+    return request_call(endpoint, method, params, era=era, trace_id="policy-test")
 
 
 def _what(tool: str | None, prompt: str | None, resource: str | None) -> tuple[str, str, str]:

@@ -8,6 +8,7 @@ No stage receives a bare ``dict`` of request data from another stage.
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -275,3 +276,27 @@ class ClientRecord:
     expires_at: float | None = None  # DCR: removed unless used by then; None: never expires
     last_used_at: float | None = None
     metadata: JsonObject = field(default_factory=dict)  # the rest of the RFC 7591 metadata as sent
+
+
+def request_call(
+    endpoint: str | None, method: str, params: JsonObject, *, era: Era, trace_id: str = "-"
+) -> InboundCall:
+    """A POSTed JSON-RPC request as edge would parse it, built from its parts (``bastion policy
+    test`` asks the engine about a call nobody sent)."""
+    message = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+    name = params.get("name") or params.get("uri")
+    return InboundCall(
+        endpoint=endpoint,
+        http_method="POST",
+        era=era,
+        kind=MessageKind.REQUEST,
+        method=method,
+        request_id=1,
+        name=name if isinstance(name, str) else None,
+        protocol_version=None,
+        session_id=None,
+        accept="application/json, text/event-stream",
+        body=json.dumps(message).encode(),
+        message=message,
+        trace_id=trace_id,
+    )

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from bastion.config import load_config_text
-from bastion.core.records import Decision, Era, InboundCall, MessageKind, Principal
+from bastion.core.records import Decision, Era, InboundCall, MessageKind, Principal, request_call
 from bastion.policy import evaluate
 from bastion.policy.allow_all import AllowAll
 from bastion.policy.engine import PLUMBING, CedarPolicy
@@ -123,23 +123,7 @@ def message(method: str, params: dict[str, Any] | None = None, *, request: bool 
 def call(
     endpoint: str | None, method: str, params: dict[str, Any] | None = None, *, era: Era = Era.LEGACY
 ) -> InboundCall:
-    msg = message(method, params)
-    name = (params or {}).get("name") or (params or {}).get("uri")
-    return InboundCall(
-        endpoint=endpoint,
-        http_method="POST",
-        era=era,
-        kind=MessageKind.REQUEST,
-        method=method,
-        request_id=1,
-        name=name if isinstance(name, str) else None,
-        protocol_version=None,
-        session_id=None,
-        accept="*/*",
-        body=orjson.dumps(msg),
-        message=msg,
-        trace_id="t",
-    )
+    return request_call(endpoint, method, params or {}, era=era)
 
 
 def tool(endpoint: str | None, name: str, **args: Any) -> InboundCall:

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bastion.config import load_config_text
-from bastion.core.records import Decision, Era, InboundCall, MessageKind, Principal
+from bastion.core.records import Decision, Era, InboundCall, Principal, request_call
 from bastion.policy.engine import CedarPolicy
 
 UPSTREAMS = ("a", "b")
@@ -133,23 +133,7 @@ def principal(draw: st.DrawFn) -> Principal:
 
 
 def inbound(endpoint: str | None, method: str, params: dict[str, Any], era: Era = Era.LEGACY) -> InboundCall:
-    message = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-    name = params.get("name") or params.get("uri")
-    return InboundCall(
-        endpoint=endpoint,
-        http_method="POST",
-        era=era,
-        kind=MessageKind.REQUEST,
-        method=method,
-        request_id=1,
-        name=name if isinstance(name, str) else None,
-        protocol_version=None,
-        session_id=None,
-        accept="*/*",
-        body=orjson.dumps(message),
-        message=message,
-        trace_id="t",
-    )
+    return request_call(endpoint, method, params, era=era)
 
 
 @st.composite
