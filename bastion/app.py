@@ -23,7 +23,13 @@ from bastion.audit.recorder import AuditRecorder
 from bastion.authn.anonymous import AnonymousAuthenticator
 from bastion.authority import Authority, build_authority
 from bastion.config.model import Settings
-from bastion.config.upstream_auth import ClientSuppliedAuth, EmaUpstreamAuth
+from bastion.config.upstream_auth import (
+    ClientSuppliedAuth,
+    EmaUpstreamAuth,
+    ServiceAuth,
+    UserApiKeyAuth,
+    UserOAuthAuth,
+)
 from bastion.core.errors import UpstreamError
 from bastion.core.records import AuditRecord
 from bastion.core.stages import Authenticator
@@ -34,9 +40,11 @@ from bastion.pipeline import McpPipeline
 from bastion.policy.loader import load_policy
 from bastion.policy.reload import PolicyHolder, PolicyReloader, ReloadOutcome
 from bastion.store import Store, open_store
+from bastion.upstream.connect_gate import ConnectGate
 from bastion.upstream.router import UpstreamStage
 from bastion.upstream.sessions import SessionManager
 from bastion.vault.ema import EmaUpstreamCredentials
+from bastion.vault.sources import ConnectionCredentials, ServiceCredentials
 from bastion.vault.stage import CredentialSource, Vault
 from bastion.vault.supplied import SuppliedCredentials
 
@@ -97,13 +105,13 @@ class BastionApp:
         sink = self.audit if settings.audit.enabled else _NoAudit()
         authn: Authenticator = AnonymousAuthenticator()
         if settings.auth.enabled:
-            self.authority = await build_authority(settings, self.store, self.audit)
+            self.authority = await build_authority(settings, self.store, self.audit, replica=self.replica)
             authn = self.authority.authenticator
         self._router = Router(routes=[*(self.authority.routes if self.authority else []), _HEALTH])
         sessions = SessionManager(
             self.store.sessions, idle_ttl=settings.sessions.idle_ttl, replica=self.replica
         )
-        self.upstream = UpstreamStage(settings, sessions)
+        self.upstream = UpstreamStage(settings, sessions, self._connect_gate())
         self.pipeline = McpPipeline(
             guard=HostGuard.from_settings(settings),
             max_body=settings.edge.max_body_bytes,
@@ -152,6 +160,21 @@ class BastionApp:
         sources: dict[str, CredentialSource] = {}
         for upstream in self.settings.upstreams:
             auth = upstream.auth
+            if isinstance(auth, ServiceAuth):
+                sources[upstream.name] = ServiceCredentials(
+                    upstream.name, auth, stdio=upstream.stdio is not None
+                )
+            if isinstance(auth, UserOAuthAuth | UserApiKeyAuth):
+                assert self.authority is not None  # config: these modes need auth.enabled
+                connections = self.authority.connections
+                sources[upstream.name] = ConnectionCredentials(
+                    upstream.name,
+                    auth,
+                    label=connections.label(auth.connection),
+                    tokens=connections.vault,
+                    intents=connections.intents,
+                    stdio=upstream.stdio is not None,
+                )
             if isinstance(auth, EmaUpstreamAuth):
                 assert self.authority is not None  # config: ema needs auth.enabled
                 assert upstream.http is not None  # config: ema needs an http upstream
@@ -161,6 +184,13 @@ class BastionApp:
                 self._closers.append(source.aclose)
                 sources[upstream.name] = source
         return sources
+
+    def _connect_gate(self) -> ConnectGate | None:
+        """How a user without the account an upstream needs is asked to connect it."""
+        if self.authority is None:
+            return None
+        connections = self.authority.connections
+        return ConnectGate(connections.request_state_key, connections.intents.completed)
 
     def _suppliers(self) -> dict[str, SuppliedCredentials]:
         """Upstreams in the #234 compatibility mode (``auth: {type: client_supplied}``)."""
@@ -175,8 +205,15 @@ class BastionApp:
             self.audit.record(AuditRecord(ts=time.time(), event=event, trace_id="-", detail=detail))
 
     async def _warm_up(self) -> None:
-        """Learn each HTTP upstream's eras early, so the first client call does not pay for it."""
+        """Learn each HTTP upstream's eras early, so the first client call does not pay for it;
+        read the metadata of connections' providers named by issuer only."""
         assert self.upstream is not None
+        if self.authority is not None:
+            failed = await self.authority.connections.providers.discover()
+            for name, reason in failed.items():
+                log.warning(
+                    "connection %s: provider discovery failed (%s); retried on first use", name, reason
+                )
         for entry in self.upstream.entries.values():
             if entry.http is None or entry.per_user:  # probed with the first user's credential
                 continue

@@ -41,14 +41,50 @@ from bastion.oauth.opaque import derive_key
 from bastion.oauth.registry import ClientRegistry
 from bastion.oauth.rfc9728 import resources
 from bastion.store import Store
+from bastion.vault.connections import ConnectionVault
+from bastion.vault.envelope import VaultCipher
+from bastion.vault.intents import ConnectIntents
+from bastion.vault.keys import check_vault_keys, load_vault_keys
+from bastion.vault.presets import ResolvedConnection, resolve_all
+from bastion.vault.provider import Providers
 from bastion.web.browser import BrowserSessions
+from bastion.web.connect import ConnectPages
 from bastion.web.federation import FederatedLogin
 from bastion.web.flow import AuthorizationFlow
 from bastion.web.login import LoginPages
+from bastion.web.my_connections import MyConnections
 
 log = logging.getLogger("bastion")
 JWKS_MAX_BYTES = 64 * 1024
 SYNC_MARGIN_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Connections:
+    """Users' downstream accounts (issue #7): the vault, the providers, the connect intents."""
+
+    resolved: tuple[ResolvedConnection, ...]
+    providers: Providers
+    vault: ConnectionVault
+    intents: ConnectIntents
+    request_state_key: bytes  # MACs the requestState of Bastion's own URL elicitations
+
+    def label(self, name: str) -> str:
+        return next((c.label for c in self.resolved if c.name == name), name)
+
+
+def _connections(
+    settings: Settings, store: Store, cipher: VaultCipher, master: bytes, replica: str
+) -> Connections:
+    resolved = resolve_all(settings.connections)
+    providers = Providers(resolved)
+    return Connections(
+        resolved=resolved,
+        providers=providers,
+        vault=ConnectionVault(store.vault, cipher, providers, resolved, replica_id=replica),
+        intents=ConnectIntents(store.grants, settings.public_url),
+        request_state_key=derive_key(master, "connect-request-state"),
+    )
 
 
 @dataclass(slots=True)
@@ -60,6 +96,9 @@ class Authority:
     bridge_source: BridgeIdJagSource | None = None  # ID-JAGs from Bastion's own bridge (Role 3)
     id_tokens: IdTokenSubjects | None = None
     idp_id_jags: dict[str, IdJagSource] = field(default_factory=dict)  # by identity provider name
+    # seals and opens users' downstream credentials (issue #7); checked against the store at startup
+    vault_cipher: VaultCipher = field(kw_only=True)
+    connections: Connections = field(kw_only=True)
 
     def id_jag_source(self, issuer: str) -> IdJagSource:
         """Who mints ID-JAGs for an ``auth: {type: ema}`` upstream (its ``id_jag_issuer``)."""
@@ -73,6 +112,7 @@ class Authority:
         return source
 
     async def aclose(self) -> None:
+        await self.connections.providers.aclose()
         for provider in self.providers:
             await provider.aclose()
         if self.id_tokens is not None:
@@ -154,12 +194,18 @@ def _fetch_policy(settings: Settings, max_bytes: int) -> FetchPolicy:
     )
 
 
-async def build_authority(settings: Settings, store: Store, audit: AuditSink) -> Authority:
+async def build_authority(
+    settings: Settings, store: Store, audit: AuditSink, *, replica: str = ""
+) -> Authority:
     auth = settings.auth
     issuer = settings.public_url
     master = load_master_key(settings)
     keys = KeyRingHolder(store, master, alg=auth.signing_alg, max_token_lifetime_s=auth.access_token_ttl)
     await keys.load()
+    vault_keys = load_vault_keys(settings, master)
+    await check_vault_keys(store.vault, vault_keys)  # a wrong vault key is a startup error
+    cipher = VaultCipher(vault_keys)
+    connections = _connections(settings, store, cipher, master, replica)
     cimd = None
     if auth.client_metadata_documents.enabled:
         cimd = CimdResolver(SafeFetcher(_fetch_policy(settings, 5 * 1024)))
@@ -194,6 +240,7 @@ async def build_authority(settings: Settings, store: Store, audit: AuditSink) ->
         refresh_key=derive_key(master, "refresh-successor"),
         audit=audit,
         sessions=idp_sessions,
+        user_attributes=settings.policy.user_attributes,
     )
     verifier = BearerVerifier(keys, issuer=issuer, clock=time.time)
     authenticator = AccessTokenAuthenticator(verifier, endpoints, ctx.revoked)
@@ -229,6 +276,24 @@ async def build_authority(settings: Settings, store: Store, audit: AuditSink) ->
         *login.routes(),
         *federation.routes(),
     ]
+    if connections.resolved:  # users connect their downstream accounts (issue #7)
+        connect = ConnectPages(
+            ctx,
+            sessions=sessions,
+            csrf_key=csrf_key,
+            connections=connections.resolved,
+            providers=connections.providers,
+            vault=connections.vault,
+            intents=connections.intents,
+        )
+        mine = MyConnections(
+            ctx,
+            sessions=sessions,
+            csrf_key=csrf_key,
+            connections=connections.resolved,
+            vault=connections.vault,
+        )
+        routes += [*connect.routes(), *mine.routes()]
     authority = Authority(
         ctx,
         authenticator,
@@ -237,6 +302,8 @@ async def build_authority(settings: Settings, store: Store, audit: AuditSink) ->
         bridge_source=bridge_source,
         id_tokens=id_tokens,
         idp_id_jags=dict(idjag_sources(settings, store, providers, derive_key(master, "idp-session"))),
+        vault_cipher=cipher,
+        connections=connections,
     )
     await authority.sync()
     return authority

@@ -60,6 +60,11 @@ CLIENT_REGISTERED = "client.registered"  # RFC 7591
 CLIENT_REFUSED = "client.refused"  # a registration was refused
 KEY_ROTATED = "key.rotated"
 
+# per-user downstream connections (the vault; detail: connection, provider error code; never a token)
+CONNECTION_CONNECTED = "connection.connected"  # a user connected an account (OAuth) or saved an API key
+CONNECTION_DISCONNECTED = "connection.disconnected"  # the user removed a connection
+CONNECTION_REFUSED = "connection.refused"  # a connect attempt refused: bad state, other user, provider error
+
 EVENTS: frozenset[str] = frozenset(
     {
         CALL_UNAUTHORIZED,
@@ -80,6 +85,9 @@ EVENTS: frozenset[str] = frozenset(
         CLIENT_REGISTERED,
         CLIENT_REFUSED,
         KEY_ROTATED,
+        CONNECTION_CONNECTED,
+        CONNECTION_DISCONNECTED,
+        CONNECTION_REFUSED,
         CALL_FORWARDED,
         CALL_FAILED,
         CALL_REJECTED,

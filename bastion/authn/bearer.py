@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Protocol
 
 import jwt
 
+from bastion.core.attributes import from_claim
 from bastion.core.errors import ClientError
 from bastion.core.records import Principal
 
@@ -239,6 +240,9 @@ class BearerVerifier:
             raise InvalidToken("sub or client_id is not a non-empty string")
         if not isinstance(scope, str):
             raise InvalidToken("scope is not a string")
+        attrs = claims.get("attrs", {})
+        if not isinstance(attrs, dict):
+            raise InvalidToken("claim attrs is not an object")
         return Principal(
             subject=sub,
             client_id=client_id,
@@ -249,6 +253,7 @@ class BearerVerifier:
             authenticated=True,
             username=_optional_string(claims, "preferred_username"),
             email=_optional_string(claims, "email"),
+            attributes=from_claim(attrs),  # entries of the wrong shape are left out
         )
 
     def _remember(self, cache_key: tuple[bytes, str], principal: Principal, exp: float, kid: str) -> None:

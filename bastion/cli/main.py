@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from bastion._version import __version__
-from bastion.cli import audit, clients, config, db, grants, idp, keys, policy, serve, users
+from bastion.cli import audit, clients, config, db, grants, idp, keys, policy, serve, users, vault
 
 app = typer.Typer(
     name="bastion",
@@ -24,6 +24,7 @@ app.add_typer(clients.app, name="clients")
 app.add_typer(keys.app, name="keys")
 app.add_typer(idp.app, name="idp")
 app.add_typer(policy.app, name="policy")
+app.add_typer(vault.app, name="vault")
 app.command()(serve.serve)
 app.command()(serve.demo)
 

@@ -1,6 +1,7 @@
 """`bastion policy test|lint|schema|show`: try, check and read the tool-level policy.
 
-``test`` builds a principal (the user as the store knows them, flags override), asks the engine
+``test`` builds a principal (the user as the store knows them: groups, roles, e-mail and the
+declared attributes; flags override), asks the engine
 about one call and prints the decision with the engine's account of it. Exit codes: 0 allow,
 1 deny or step-up, 2 configuration error. ``lint`` loads and validates every policy (errors
 name the file and line, exit 2) and warns about rules that can never match (exit 1).
@@ -21,6 +22,7 @@ from rich.markup import escape
 
 from bastion.cli.common import DEFAULT_CONFIG, ConfigOption, console, load_settings
 from bastion.config import Settings
+from bastion.core.attributes import AttributeValue, coerce, typed
 from bastion.core.errors import ConfigError
 from bastion.core.records import Era, InboundCall, Principal, UserRecord, request_call
 from bastion.idp.presets import resolve
@@ -102,6 +104,33 @@ def _split(values: list[str] | None) -> frozenset[str] | None:
     return frozenset(v for item in values for v in item.replace(",", " ").split())
 
 
+def _attr_overrides(settings: Settings, items: list[str] | None) -> dict[str, AttributeValue]:
+    """``--attr KEY=VALUE`` flags, each converted to its declared type (else exit 2)."""
+    declared = settings.policy.user_attributes
+    out: dict[str, AttributeValue] = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise _fail(f"--attr {item!r} is not KEY=VALUE")
+        kind = declared.get(key)
+        if kind is None:
+            names = ", ".join(sorted(declared)) or "none"
+            raise _fail(f"--attr {key}: not declared in policy.user_attributes (declared: {names})")
+        value = coerce(text, kind)
+        if value is None:
+            raise _fail(f"--attr {key}: {text!r} is not a valid {kind} value")
+        out[key] = value
+    return out
+
+
+def _attributes(
+    settings: Settings, record: UserRecord | None, overrides: dict[str, AttributeValue]
+) -> tuple[tuple[str, AttributeValue], ...]:
+    stored = typed(record.attributes, settings.policy.user_attributes) if record else {}
+    return tuple(sorted({**stored, **overrides}.items(), key=lambda pair: pair[0]))
+
+
 def _principal(
     settings: Settings,
     *,
@@ -111,12 +140,15 @@ def _principal(
     groups: frozenset[str] | None,
     roles: frozenset[str] | None,
     email: str | None,
+    attrs: dict[str, AttributeValue] | None = None,
 ) -> tuple[Principal, list[str]]:
     notes: list[str] = []
     granted = frozenset(scopes.split()) if scopes is not None else frozenset(settings.auth.scopes)
     if scopes is None:
         notes.append("scopes: every scope in auth.scopes (use --scopes to try a narrower token)")
     if user is None:
+        if attrs:
+            notes.append("--attr describes a user: ignored without --user")
         if client is None:
             notes.append("no --user and no --client: an unauthenticated caller")
             return Principal(subject="anonymous", scopes=granted, groups=groups or frozenset()), notes
@@ -141,6 +173,7 @@ def _principal(
         authenticated=True,
         username=record.username if record else user,
         email=email if email is not None else (record.email if record else None),
+        attributes=_attributes(settings, record, attrs or {}),
     )
     return principal, notes
 
@@ -186,7 +219,10 @@ def check(  # noqa: PLR0917 - typer maps parameters to options
     ] = None,
     upstream: Annotated[str | None, typer.Option(help="The upstream, when the name is its own.")] = None,
     user: Annotated[
-        str | None, typer.Option(help="Username or user id (looked up in the store for groups and e-mail).")
+        str | None,
+        typer.Option(
+            help="Username or user id (looked up in the store for groups, roles, e-mail and attributes)."
+        ),
     ] = None,
     client: Annotated[str | None, typer.Option(help="OAuth client id the call comes through.")] = None,
     args: Annotated[str, typer.Option("--args", help="The call's arguments as a JSON object.")] = "{}",
@@ -199,6 +235,14 @@ def check(  # noqa: PLR0917 - typer maps parameters to options
     ] = None,
     roles: Annotated[list[str] | None, typer.Option(help="Roles; repeatable or comma-separated.")] = None,
     email: Annotated[str | None, typer.Option(help="E-mail address (replaces the stored one).")] = None,
+    attr: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--attr",
+            help="User attribute KEY=VALUE (declared in policy.user_attributes; replaces the stored "
+            "value; a set: comma-separated); repeatable.",
+        ),
+    ] = None,
     era: Annotated[EraName, typer.Option(help="Protocol era of the call.")] = EraName.modern,
     config: ConfigOption = DEFAULT_CONFIG,
 ) -> None:
@@ -207,6 +251,7 @@ def check(  # noqa: PLR0917 - typer maps parameters to options
     arguments = _arguments(args)
     settings = load_settings(config)
     engine = _engine(settings)
+    overrides = _attr_overrides(settings, attr)
     principal, notes = _principal(
         settings,
         user=user,
@@ -215,6 +260,7 @@ def check(  # noqa: PLR0917 - typer maps parameters to options
         groups=_split(groups),
         roles=_split(roles),
         email=email,
+        attrs=overrides,
     )
     call = _call(method, key, name, endpoint=upstream, args=arguments, era=Era(era.value))
     for note in notes:
@@ -242,6 +288,17 @@ def _challenge(settings: Settings, upstream: str | None, step_up: tuple[str, ...
 # -- bastion policy lint ----------------------------------------------------------------------
 
 
+def _attribute_values(settings: Settings, directory: Directory) -> frozenset[tuple[str, str | int | bool]]:
+    out: set[tuple[str, str | int | bool]] = set()
+    for user in directory.users:
+        for name, value in typed(user.attributes, settings.policy.user_attributes).items():
+            if isinstance(value, tuple):
+                out.update((name, v) for v in value)
+            else:
+                out.add((name, value))
+    return frozenset(out)
+
+
 def _known(settings: Settings, directory: Directory) -> Known:
     return Known(
         granted_groups=frozenset(
@@ -254,6 +311,8 @@ def _known(settings: Settings, directory: Directory) -> Known:
         clients=frozenset({c.client_id for c in settings.clients} | directory.clients),
         roles=frozenset(r for u in directory.users for r in user_roles(u)),
         idp_roles=any(resolve(p).roles_claim for p in settings.identity_providers),
+        attribute_values=_attribute_values(settings, directory),
+        idp_attributes=frozenset(n for p in settings.identity_providers for n in p.claims.attributes),
     )
 
 
@@ -284,7 +343,10 @@ def schema(
     config: Annotated[
         Path | None,
         typer.Option(
-            "-c", "--config", help="Include the argument names this configuration's rules constrain."
+            "-c",
+            "--config",
+            help="Include the user attributes this configuration declares and the argument names "
+            "its rules constrain.",
         ),
     ] = None,
 ) -> None:
@@ -292,8 +354,10 @@ def schema(
     if config is None:
         typer.echo(schema_text(frozenset()), nl=False)
         return
-    engine = _engine(load_settings(config))
-    typer.echo(engine.compiled.schema if engine is not None else schema_text(frozenset()), nl=False)
+    settings = load_settings(config)
+    engine = _engine(settings)
+    fallback = schema_text(frozenset(), settings.policy.user_attributes)
+    typer.echo(engine.compiled.schema if engine is not None else fallback, nl=False)
 
 
 @app.command()

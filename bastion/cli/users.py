@@ -51,6 +51,8 @@ def _lock_out(username: str, *, delete: bool) -> Callable[[Store], Awaitable[int
         if user is None:
             return 0
         await store.idp_sessions.delete_for_user(user.user_id)  # their IdP sign-ins end too
+        if delete:
+            await store.vault.delete_for_user(user.user_id)  # and their downstream credentials
         return await store.refresh_tokens.revoke_for(user.user_id)
 
     return action
@@ -158,7 +160,7 @@ def enable(username: Annotated[str, typer.Argument()], config: ConfigOption = DE
 
 @app.command("delete")
 def delete(username: Annotated[str, typer.Argument()], config: ConfigOption = DEFAULT_CONFIG) -> None:
-    """Remove a user and revoke their refresh tokens."""
+    """Remove a user, revoke their refresh tokens and delete their downstream credentials."""
     families = _run_on_store(config, _lock_out(username, delete=True))
     out.print(f"{username} deleted", markup=False)
     out.print(f"refresh-token families revoked: {families}", markup=False)

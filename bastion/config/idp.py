@@ -12,8 +12,14 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from bastion.config.base import ConfigModel, https_url
+from bastion.core.attributes import MAX_ATTRIBUTES
 
 IDP_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+ATTRIBUTE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# names claims.attributes may not map: what provisioning sets itself, and the roles role rules read
+PROVISIONED_ATTRIBUTES = frozenset(
+    {"idp", "idp_issuer", "idp_subject", "idp_roles", "idp_groups", "allowed_scopes", "tenant", "roles"}
+)
 Preset = Literal["entra", "okta", "google", "keycloak", "auth0", "oidc"]
 
 
@@ -32,6 +38,28 @@ class ClaimNames(ConfigModel):
     roles: str | None = Field(
         None, description="Role claim (entra: roles, the app roles; keycloak: realm_access.roles)."
     )
+    attributes: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "User attributes for policy rules: {<attribute>: <claim>}, e.g. {department: department, "
+            "level: employee.level}; each attribute must be declared in policy.user_attributes. Read "
+            "at every sign-in: the claim's value replaces the attribute (a missing claim removes it)."
+        ),
+    )
+
+    @field_validator("attributes")
+    @classmethod
+    def _attribute_names(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_ATTRIBUTES:
+            raise ValueError(f"map at most {MAX_ATTRIBUTES} attributes")
+        for name, path in value.items():
+            if not ATTRIBUTE_NAME.match(name):
+                raise ValueError(f"attribute name {name!r} must be letters, digits and '_' (at most 64)")
+            if name in PROVISIONED_ATTRIBUTES:
+                raise ValueError(f"attribute {name!r} is set by Bastion itself")
+            if not path.strip():
+                raise ValueError(f"attribute {name!r}: name the claim it comes from")
+        return value
 
 
 class Grant(ConfigModel):

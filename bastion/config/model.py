@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 from bastion.config.auth import Auth
 from bastion.config.base import ConfigModel
 from bastion.config.clients import OAuthClient
+from bastion.config.connections import Connection, connection_errors
 from bastion.config.ema import Ema
 from bastion.config.idp import IdentityProvider
 from bastion.config.policy import PolicyRule, PolicySettings, policy_settings_errors, rule_errors
@@ -20,8 +21,12 @@ from bastion.config.upstream_auth import (
     ClientSuppliedAuth,
     EmaUpstreamAuth,
     NoUpstreamAuth,
+    ServiceAuth,
     UpstreamAuth,
+    UserApiKeyAuth,
+    UserOAuthAuth,
 )
+from bastion.config.vault import VaultSettings
 
 UPSTREAM_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 EraName = Literal["legacy", "modern"]
@@ -265,6 +270,17 @@ class Settings(ConfigModel):
         default_factory=PolicySettings,
         description="Policy defaults (allow or deny), more policy files (YAML, raw Cedar), scope hierarchy.",
     )
+    vault: VaultSettings = Field(
+        default_factory=VaultSettings,
+        description="The credential vault's master keys: users' downstream tokens are encrypted at rest.",
+    )
+    connections: list[Connection] = Field(
+        default_factory=list,
+        description=(
+            "Downstream services users connect their own accounts at (OAuth providers or API keys), "
+            "for upstreams with auth.type user_oauth / user_api_key; each at /connect/<name>."
+        ),
+    )
 
     @field_validator("public_url")
     @classmethod
@@ -327,13 +343,37 @@ class Settings(ConfigModel):
         return self
 
     @model_validator(mode="after")
+    def _check_connections(self) -> Settings:
+        errors = connection_errors(self.connections)
+        kinds = {c.name: c.type for c in self.connections}
+        for upstream in self.upstreams:
+            auth = upstream.auth
+            if isinstance(auth, UserOAuthAuth | UserApiKeyAuth):
+                wanted = "oauth" if isinstance(auth, UserOAuthAuth) else "api_key"
+                kind = kinds.get(auth.connection)
+                if kind is None:
+                    errors.append(
+                        f"upstream '{upstream.name}': auth.connection '{auth.connection}' is not one of "
+                        "connections"
+                    )
+                elif kind != wanted:
+                    errors.append(
+                        f"upstream '{upstream.name}': auth.type {auth.type} needs a connection of type "
+                        f"{wanted}, and '{auth.connection}' is {kind}"
+                    )
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    @model_validator(mode="after")
     def _check_policies(self) -> Settings:
         names = [u.name for u in self.upstreams]
         errors = policy_settings_errors(self.policy, names, self.auth.scopes)
         seen: dict[str, int] = {}
         for i, rule in enumerate(self.policies):
             label = f"policies[{i}]" + (f" ('{rule.id}')" if rule.id else "")
-            errors.extend(f"{label}: {e}" for e in rule_errors(rule, names, self.auth.scopes))
+            problems = rule_errors(rule, names, self.auth.scopes, self.policy.user_attributes)
+            errors.extend(f"{label}: {e}" for e in problems)
             if rule.id is not None:
                 if rule.id in seen:
                     errors.append(f"{label}: id '{rule.id}' is also used by policies[{seen[rule.id]}]")
@@ -356,6 +396,12 @@ class Settings(ConfigModel):
                     raise ValueError(
                         f"identity provider '{provider.name}': grant scopes {unknown} are not in auth.scopes"
                     )
+            undeclared = sorted(set(provider.claims.attributes) - set(self.policy.user_attributes))
+            if undeclared:
+                raise ValueError(
+                    f"identity provider '{provider.name}': claims.attributes {undeclared} are not "
+                    "declared in policy.user_attributes"
+                )
             for domain in provider.email_domains:
                 if domain in domains:
                     raise ValueError(
@@ -374,6 +420,17 @@ class Settings(ConfigModel):
         auth = upstream.auth
         if isinstance(auth, ClientSuppliedAuth) and upstream.http is None:
             raise ValueError(f"upstream '{upstream.name}': auth.type client_supplied needs an http upstream")
+        if isinstance(auth, ServiceAuth | UserOAuthAuth | UserApiKeyAuth):
+            if upstream.stdio is not None and auth.env is None:
+                raise ValueError(
+                    f"upstream '{upstream.name}': auth.type {auth.type} on a stdio upstream needs env "
+                    "(the environment variable that carries the credential)"
+                )
+            if not isinstance(auth, ServiceAuth) and not self.auth.enabled:
+                raise ValueError(
+                    f"upstream '{upstream.name}': auth.type {auth.type} needs auth.enabled "
+                    "(each user must be known)"
+                )
         if not isinstance(auth, EmaUpstreamAuth):
             return
         where = f"upstream '{upstream.name}': auth.type ema"

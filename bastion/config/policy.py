@@ -9,17 +9,25 @@ once any allowing rule covers a tool, only what such a rule allows passes, whate
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from bastion.config.base import ConfigModel
+from bastion.core.attributes import LONG_MAX, MAX_ATTRIBUTES, MAX_STRING_CHARS, AttributeType
 
 ANY = "*"
 Effect = Literal["allow", "deny"]
 _ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")  # a Cedar identifier: context.args.<name>
 _RULE_ID = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
+# the principal's own attributes, and the words Cedar reserves or names variables with
+RESERVED_ATTRIBUTES = frozenset(
+    {"username", "email", "roles"}
+    | {"in", "has", "like", "is", "if", "then", "else", "true", "false"}
+    | {"principal", "action", "resource", "context"}
+)
+AttributeCondition = list[str | int | bool]
 
 
 class ArgMatch(ConfigModel):
@@ -40,21 +48,42 @@ class Who(ConfigModel):
     users: list[str] = Field(default_factory=list, description="Usernames, e-mail addresses or user ids.")
     groups: list[str] = Field(default_factory=list, description="Group names (from the token's groups).")
     roles: list[str] = Field(default_factory=list, description="Role names (from the token's roles).")
+    attributes: dict[str, AttributeCondition] = Field(
+        default_factory=dict,
+        description=(
+            "User attributes (declared in policy.user_attributes): {<name>: [<value>, ...]}; the user "
+            "must have every attribute listed, with one of its values (a set attribute: any of them)."
+        ),
+    )
     clients: list[str] = Field(default_factory=list, description="OAuth client ids the user calls through.")
+
+    @field_validator("attributes")
+    @classmethod
+    def _attribute_names(cls, value: dict[str, AttributeCondition]) -> dict[str, AttributeCondition]:
+        for name, values in value.items():
+            if not _ARG_NAME.match(name):
+                raise ValueError(f"attribute name {name!r} must be letters, digits and '_' (at most 64)")
+            if not values:
+                raise ValueError(f"attribute {name!r}: list at least one value")
+        return value
 
     @model_validator(mode="after")
     def _not_empty(self) -> Who:
-        if not (self.users or self.groups or self.roles or self.clients):
-            raise ValueError("name at least one of users, groups, roles or clients")
+        if not (self.users or self.groups or self.roles or self.attributes or self.clients):
+            raise ValueError("name at least one of users, groups, roles, attributes or clients")
         return self
 
     def describe(self) -> str:
-        parts = [f"{k} {', '.join(v)}" for k, v in self.model_dump().items() if v]
+        named = (("users", self.users), ("groups", self.groups), ("roles", self.roles))
+        parts = [f"{k} {', '.join(v)}" for k, v in named if v]
+        parts += [f"{k} in {', '.join(map(str, v))}" for k, v in sorted(self.attributes.items())]
+        if self.clients:
+            parts.append(f"clients {', '.join(self.clients)}")
         return "; ".join(parts)
 
 
 class PolicyRule(ConfigModel):
-    """One rule. Who: users/groups/roles (any of them) and, when given, clients (one of them)."""
+    """One rule. Who: any of users/groups/roles, every attribute, and one of clients if given."""
 
     id: str | None = Field(
         None, description="Name shown in denials and the audit log; default: <file>:<line> or policies[i]."
@@ -166,17 +195,72 @@ class PolicySettings(ConfigModel):
     cache_size: int = Field(
         10_000, ge=0, le=10_000_000, description="Decisions kept in memory (0: no cache); dropped on reload."
     )
+    user_attributes: dict[str, AttributeType] = Field(
+        default_factory=dict,
+        description=(
+            "User attributes rules may test, with their type: string, long, bool or set (a set of "
+            "strings), e.g. {department: string, level: long}. Values come from the user record "
+            "(bastion users add --attr department=sales) or an identity provider's "
+            "claims.attributes; they travel in the access token, so a change reaches a user at their "
+            "next token. Raw Cedar reads them as optional attributes: principal has department && "
+            'principal.department == "sales". Changing this needs a restart.'
+        ),
+    )
+
+    @field_validator("user_attributes")
+    @classmethod
+    def _declared(cls, value: dict[str, AttributeType]) -> dict[str, AttributeType]:
+        if len(value) > MAX_ATTRIBUTES:
+            raise ValueError(f"declare at most {MAX_ATTRIBUTES} attributes")
+        for name in value:
+            if not _ARG_NAME.match(name):
+                raise ValueError(f"attribute name {name!r} must be letters, digits and '_' (at most 64)")
+            if name in RESERVED_ATTRIBUTES or name.startswith("__cedar"):
+                raise ValueError(f"attribute name {name!r} is reserved")
+        return value
 
 
-def rule_errors(rule: PolicyRule, upstreams: Iterable[str], scopes: Iterable[str]) -> list[str]:
-    """What is wrong with a rule given the configured upstreams and ``auth.scopes``."""
+_VALUE_TYPES: dict[AttributeType, tuple[type, str]] = {
+    "string": (str, "strings"),
+    "set": (str, "strings"),
+    "long": (int, "whole numbers"),
+    "bool": (bool, "true or false"),
+}
+
+
+def _attribute_errors(rule: PolicyRule, declared: Mapping[str, AttributeType]) -> list[str]:
+    who, part = (rule.deny, "deny") if rule.deny is not None else (rule.allow, "allow")
+    errors: list[str] = []
+    for name, values in sorted((who.attributes if who is not None else {}).items()):
+        kind = declared.get(name)
+        if kind is None:
+            errors.append(f"{part}.attributes: '{name}' is not declared in policy.user_attributes")
+            continue
+        wanted, what = _VALUE_TYPES[kind]
+        if any(type(v) is not wanted for v in values):
+            errors.append(f"{part}.attributes.{name}: values must be {what} ({name} is declared {kind})")
+        elif any(isinstance(v, str) and len(v) > MAX_STRING_CHARS for v in values):
+            errors.append(f"{part}.attributes.{name}: values are at most {MAX_STRING_CHARS} characters")
+        elif any(type(v) is int and abs(v) > LONG_MAX for v in values):
+            errors.append(f"{part}.attributes.{name}: values must fit in 64 bits")
+    return errors
+
+
+def rule_errors(
+    rule: PolicyRule,
+    upstreams: Iterable[str],
+    scopes: Iterable[str],
+    attributes: Mapping[str, AttributeType],
+) -> list[str]:
+    """What is wrong with a rule given the configured upstreams, ``auth.scopes`` and
+    ``policy.user_attributes``."""
     errors: list[str] = []
     if rule.upstream != ANY and rule.upstream not in set(upstreams):
         errors.append(f"upstream '{rule.upstream}' is not configured")
     unknown = sorted(set(rule.require_scopes) - set(scopes))
     if unknown:
         errors.append(f"require_scopes {unknown} are not in auth.scopes")
-    return errors
+    return errors + _attribute_errors(rule, declared=attributes)
 
 
 def policy_settings_errors(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import types
-from typing import Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -42,6 +42,8 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     origin = get_origin(annotation)
+    if origin is Annotated:  # e.g. list[Annotated[A | B, Field(discriminator=...)]]
+        return _model_of(get_args(annotation)[0])
     if origin in (Union, types.UnionType, list):
         for arg in get_args(annotation):
             model = _model_of(arg)
@@ -52,6 +54,8 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 
 def _type_name(annotation: Any) -> str:
     origin = get_origin(annotation)
+    if origin is Annotated:
+        return _type_name(get_args(annotation)[0])
     if origin in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in get_args(annotation))
     if origin is list:

@@ -4,6 +4,13 @@
 apply). ``ema``: the upstream's authorization server accepts ID-JAGs (Enterprise-Managed
 Authorization); for each user Bastion obtains an ID-JAG, redeems it there (RFC 7523 jwt-bearer)
 and sends the resulting access token — never Bastion's own token, never the client's.
+``service``: one static secret for every user (from an environment variable or a file).
+``user_oauth`` / ``user_api_key``: each user's own credential for a ``connections:`` entry,
+from the vault; a user without one is sent to connect (a URL elicitation).
+
+How a credential is presented is a template: a header (``Authorization: Bearer {token}``,
+``X-Api-Key: {token}``) for HTTP upstreams, an environment variable of the user's own process
+for stdio upstreams.
 """
 
 from __future__ import annotations
@@ -82,6 +89,85 @@ class EmaUpstreamAuth(ConfigModel):
         return self
 
 
+class _Presented(ConfigModel):
+    """Where the credential goes: a header of every request (HTTP upstreams) or an environment
+    variable of the process (stdio upstreams; per-user credentials get a process per user)."""
+
+    header: str = Field("authorization", description="HTTP upstreams: the request header that carries it.")
+    template: str = Field(
+        "Bearer {token}", description="The header's value; {token} is the credential (e.g. '{token}')."
+    )
+    env: str | None = Field(
+        None, description="stdio upstreams: the environment variable that carries the credential."
+    )
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, value: str) -> str:
+        return header_name(value)
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        return token_template(value)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", value):
+            raise ValueError("must be an environment variable name (letters, digits, '_')")
+        return value
+
+
+class ServiceAuth(_Presented):
+    type: Literal["service"] = Field(
+        description="One static secret for every user (e.g. an order-management API key)."
+    )
+    secret: str | None = Field(
+        None, description="The secret, as ${ENV_VAR} (never written in the file itself)."
+    )
+    secret_file: str | None = Field(
+        None, description="Or: a file holding the secret (trailing newline ignored)."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ServiceAuth:
+        if (self.secret is None) == (self.secret_file is None):
+            raise ValueError("set exactly one of secret or secret_file")
+        return self
+
+
+class UserOAuthAuth(_Presented):
+    type: Literal["user_oauth"] = Field(
+        description="Each user's own OAuth token for a connection (vault); users connect once."
+    )
+    connection: str = Field(description="The connections: entry (type oauth) whose token is presented.")
+
+
+class UserApiKeyAuth(_Presented):
+    type: Literal["user_api_key"] = Field(
+        description="Each user's own API key for a connection (vault); users paste it once."
+    )
+    connection: str = Field(description="The connections: entry (type api_key) whose key is presented.")
+    template: str = Field("{token}", description="The header's value; {token} is the user's key.")
+    header: str = Field("x-api-key", description="HTTP upstreams: the request header that carries it.")
+
+
+def header_name(value: str) -> str:
+    name = value.strip().lower()
+    if not re.fullmatch(r"[a-z0-9!#$%&'*+.^_`|~-]+", name):
+        raise ValueError("must be an HTTP header name")
+    if name in _MANAGED_HEADERS:
+        raise ValueError(f"{name} is managed by Bastion")
+    return name
+
+
+def token_template(value: str) -> str:
+    if value.count("{token}") != 1 or re.search(r"[\r\n]", value):
+        raise ValueError("must contain {token} exactly once, on one line")
+    return value
+
+
 class ClientSuppliedAuth(ConfigModel):
     type: Literal["client_supplied"] = Field(
         description=(
@@ -103,19 +189,12 @@ class ClientSuppliedAuth(ConfigModel):
     @field_validator("header")
     @classmethod
     def _header(cls, value: str) -> str:
-        name = value.strip().lower()
-        if not re.fullmatch(r"[a-z0-9!#$%&'*+.^_`|~-]+", name):
-            raise ValueError("must be an HTTP header name")
-        if name in _MANAGED_HEADERS:
-            raise ValueError(f"{name} is managed by Bastion")
-        return name
+        return header_name(value)
 
     @field_validator("template")
     @classmethod
     def _template(cls, value: str) -> str:
-        if value.count("{token}") != 1 or re.search(r"[\r\n]", value):
-            raise ValueError("must contain {token} exactly once, on one line")
-        return value
+        return token_template(value)
 
 
 _MANAGED_HEADERS = frozenset(
@@ -133,4 +212,8 @@ _MANAGED_HEADERS = frozenset(
     }
 )
 
-UpstreamAuth = Annotated[NoUpstreamAuth | EmaUpstreamAuth | ClientSuppliedAuth, Field(discriminator="type")]
+UpstreamAuth = Annotated[
+    NoUpstreamAuth | ServiceAuth | UserOAuthAuth | UserApiKeyAuth | EmaUpstreamAuth | ClientSuppliedAuth,
+    Field(discriminator="type"),
+]
+VAULT_MODES = (UserOAuthAuth, UserApiKeyAuth)

@@ -41,3 +41,23 @@ def open_text(key: bytes, sealed: str, associated: str) -> str | None:
         return plain.decode("utf-8")
     except (InvalidTag, ValueError, binascii.Error, UnicodeError):
         return None
+
+
+MASTER_KEY_BYTES = 32
+KEY_HINT = "write 32 random bytes as base64 or hex, e.g. `openssl rand -base64 32`"
+
+
+def key_from_text(text: str) -> bytes:
+    """32 bytes written as hex (64 digits), base64 or base64url (padded or not); ValueError
+    with a message that says what is wrong (never the key itself) otherwise."""
+    value = text.strip()
+    if len(value) == 2 * MASTER_KEY_BYTES and all(c in "0123456789abcdefABCDEF" for c in value):
+        return bytes.fromhex(value)
+    try:
+        normal = value.replace("-", "+").replace("_", "/")
+        raw = base64.b64decode(normal + "=" * (-len(normal) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"the key is neither base64, base64url nor hex; {KEY_HINT}") from None
+    if len(raw) != MASTER_KEY_BYTES:
+        raise ValueError(f"the key decodes to {len(raw)} bytes, not {MASTER_KEY_BYTES}; {KEY_HINT}")
+    return raw

@@ -31,7 +31,10 @@ Each error carries a *public* message (safe to show a client) and a private
         ├── UpstreamFailed            -32012  crashed mid-stream, bad status, unparseable reply
         │   └── UpstreamRejectedCredentials  401/403 from the upstream (never its challenge)
         └── UpstreamCredentialsUnavailable -32015  no credential for this user at this upstream
-                                              (e.g. the IdP refused an ID-JAG; sign in again)
+            │                                 (e.g. the IdP refused an ID-JAG; sign in again)
+            └── ConnectionRequired            the user must connect an account first: a URL
+                                              elicitation in the client's era (input_required,
+                                              -32042, or a tool error carrying the link)
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ UPSTREAM_CREDENTIALS = -32015
 # the codes of the multi-user authorization proposal (discussion #234), for its compatibility mode
 SUPPLIED_TOKEN_MISSING = -32001
 SUPPLIED_TOKEN_REJECTED = -32003
+URL_ELICITATION_REQUIRED = -32042  # 2025-11-25 only (reserved, never emitted, in 2026-07-28)
 
 
 class BastionError(Exception):
@@ -215,6 +219,33 @@ class UpstreamCredentialsUnavailable(UpstreamError):
     says what the user can do about it; the detail, logged only, says why)."""
 
     code = UPSTREAM_CREDENTIALS
+
+
+class ConnectionRequired(UpstreamCredentialsUnavailable):
+    """The user has no usable credential for ``connection`` (never connected, disconnected, or
+    the provider refused the refresh token): they must open ``url`` in their browser, signed in
+    to Bastion as themselves. The URL is a handle, not a credential, and names nobody."""
+
+    event = "call.unauthorized"
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        connection: str,
+        label: str,
+        url: str,
+        elicitation_id: str,
+        reconnect: bool = False,
+    ) -> None:
+        verb = "Reconnect" if reconnect else "Connect"
+        super().__init__(upstream, f"{verb} your {label} account to continue: open {url}")
+        self.connection = connection
+        self.label = label
+        self.url = url
+        self.elicitation_id = elicitation_id
+        self.reconnect = reconnect
+        self.prompt = f"{verb} your {label} account to Bastion to continue."
 
 
 class ConfigError(Exception):

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
 
+from bastion.core.attributes import AttributeValue
+
 JsonObject = dict[str, Any]
 RequestId = str | int
 
@@ -71,6 +73,8 @@ class Principal:
     authenticated: bool = False
     username: str | None = None  # the user's login name (``preferred_username``), for policy rules
     email: str | None = None
+    # declared user attributes (``policy.user_attributes``), sorted by name; a set is a sorted tuple
+    attributes: tuple[tuple[str, AttributeValue], ...] = ()
 
 
 ANONYMOUS = Principal(subject="anonymous")
@@ -187,6 +191,33 @@ class UserRecord:
     disabled: bool = False
     source: str = "local"  # "local", or the connector that provisioned the user
     created_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class VaultRecord:
+    """One user's credential for one connection (a downstream service such as Salesforce).
+
+    The secret (tokens or API key, as JSON) is sealed with AES-256-GCM under a data key of its
+    own; that data key is wrapped under the master key ``key_id``. Both are bound to
+    (user_id, connection) as associated data, so a sealed value moved to another row does not
+    open. The store only ever sees the sealed text."""
+
+    user_id: str
+    connection: str
+    kind: str  # "oauth" (tokens from a connect flow) or "api_key" (pasted by the user)
+    key_id: str  # the master key that wrapped the data key
+    wrapped_key: str = field(repr=False)  # the record's data key, wrapped under that master key
+    sealed: str = field(repr=False)  # the secret, sealed with the data key
+    scopes: tuple[str, ...] = ()  # as granted by the provider
+    expires_at: float | None = None  # the access token's expiry (None: unknown or never)
+    status: str = "ok"  # "ok", or "reconnect" (the provider refused the refresh token)
+    account: str | None = None  # who the user is at the provider, shown on the connections page
+    version: int = 1  # bumped by every change: writes are compare-and-set on it
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    last_used_at: float | None = None
+    lease_owner: str | None = None  # the replica/task refreshing it now (single flight)
+    lease_until: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

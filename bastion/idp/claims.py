@@ -8,6 +8,10 @@
   is in too many groups to list) is refused with a message that says how to fix it, instead of
   silently treating the user as a member of nothing.
 - ``grants`` map IdP roles/groups to Bastion groups and to the scopes the user may receive.
+- ``claims.attributes`` maps claims to user attributes for policy rules (a string, a list of
+  strings, an integer or a boolean, as the claim gives it; other values are left out, strings
+  and lists are bounded): each sign-in replaces the attributes it maps, a missing claim removes
+  one, and the user's other attributes stay.
 - The user record is created on first sign-in and updated at every sign-in (display name,
   e-mail, groups, IdP attributes); an admin can still disable it locally.
 """
@@ -16,9 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from bastion.config.idp import PROVISIONED_ATTRIBUTES
+from bastion.core.attributes import MAX_STRING_CHARS, coerce
 from bastion.core.errors import Conflict
 from bastion.core.records import UserRecord
 from bastion.idp.oidc import IdpError
@@ -39,6 +46,7 @@ class ExternalIdentity:
     idp_roles: frozenset[str]
     tenant: str | None
     entra: bool = False
+    attributes: Mapping[str, object] = field(default_factory=dict)  # claims.attributes, as read
 
     @property
     def user_id(self) -> str:
@@ -78,6 +86,28 @@ def _strings(value: Any, what: str) -> frozenset[str]:
     )
 
 
+def _attribute(value: Any) -> object | None:
+    """A claim's value as a user attribute: a bounded string, list of strings, integer or
+    boolean; None (left out) for anything else."""
+    if isinstance(value, bool) or (isinstance(value, int) and coerce(value, "long") is not None):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= MAX_STRING_CHARS else None
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        members = coerce(value, "set")
+        return list(members) if isinstance(members, tuple) else None  # sorted, unique, bounded
+    return None
+
+
+def _attributes(provider: ResolvedProvider, claims: dict[str, Any]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for name, path in provider.config.claims.attributes.items():
+        value = _attribute(claim(claims, path))
+        if value is not None:
+            out[name] = value
+    return out
+
+
 def identity_from_claims(provider: ResolvedProvider, claims: dict[str, Any]) -> ExternalIdentity:
     names = claims.get("_claim_names")
     if provider.groups_claim and isinstance(names, dict) and provider.groups_claim in names:
@@ -111,6 +141,7 @@ def identity_from_claims(provider: ResolvedProvider, claims: dict[str, Any]) -> 
         else frozenset(),
         tenant=tid if isinstance(tid, str) else None,
         entra=provider.entra_issuers,
+        attributes=_attributes(provider, claims),
     )
 
 
@@ -134,9 +165,23 @@ def allowed_scopes(provider: ResolvedProvider, identity: ExternalIdentity) -> fr
     return frozenset(allowed)
 
 
+def _merged(
+    existing: UserRecord | None, provider: ResolvedProvider, identity: ExternalIdentity, own: dict[str, Any]
+) -> dict[str, Any]:
+    """The user's attributes after this sign-in: the ones provisioning sets (``own``) and the
+    mapped ones (``claims.attributes``) replaced, the others (set by an administrator) kept."""
+    mapped = set(provider.config.claims.attributes)
+    kept = {
+        k: v
+        for k, v in (existing.attributes if existing is not None else {}).items()
+        if k not in mapped and k not in PROVISIONED_ATTRIBUTES
+    }
+    return {**kept, **identity.attributes, **own}
+
+
 async def provision(users: UserStore, provider: ResolvedProvider, identity: ExternalIdentity) -> UserRecord:
     """Create or update the user; a locally disabled user stays disabled (returned as such)."""
-    attributes: dict[str, Any] = {
+    own: dict[str, Any] = {
         "idp": identity.provider,
         "idp_issuer": identity.issuer,
         "idp_subject": identity.subject,
@@ -145,9 +190,10 @@ async def provision(users: UserStore, provider: ResolvedProvider, identity: Exte
         "allowed_scopes": sorted(s) if (s := allowed_scopes(provider, identity)) is not None else None,
     }
     if identity.tenant:
-        attributes["tenant"] = identity.tenant
+        own["tenant"] = identity.tenant
     groups = mapped_groups(provider, identity)
     existing = await users.get(identity.user_id)
+    attributes = _merged(existing, provider, identity, own)
     if existing is None:
         record = UserRecord(
             user_id=identity.user_id,

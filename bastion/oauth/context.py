@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from bastion.audit import events
 from bastion.config.auth import Auth
+from bastion.core.attributes import AttributeType
 from bastion.core.errors import Conflict
 from bastion.core.records import AuditRecord
 from bastion.core.revocations import RevokedTokens
@@ -57,6 +58,8 @@ class OAuthContext:
     refresh_key: bytes
     audit: AuditSink
     sessions: SessionChecker | None = None
+    # policy.user_attributes: which user attributes access tokens carry (the ``attrs`` claim)
+    user_attributes: Mapping[str, AttributeType] = field(default_factory=dict)
 
     async def idp_session_holds(self, session_id: object) -> None:
         """A grant from an identity-provider sign-in lives only as long as that session."""

@@ -17,7 +17,6 @@ verifier makes without one.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import os
@@ -31,6 +30,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from bastion.core.crypto import key_from_text
 
 PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
 Clock: TypeAlias = Callable[[], float]
@@ -313,15 +314,7 @@ def _check_master_key(master_key: bytes) -> bytes:
 
 def master_key_from_text(text: str) -> bytes:
     """32 bytes written as hex (64 digits), base64 or base64url (padded or not)."""
-    value = text.strip()
-    hint = "write 32 random bytes as base64 or hex, e.g. `openssl rand -base64 32`"
-    if len(value) == 2 * MASTER_KEY_BYTES and all(c in "0123456789abcdefABCDEF" for c in value):
-        return bytes.fromhex(value)
     try:
-        normal = value.replace("-", "+").replace("_", "/")
-        raw = base64.b64decode(normal + "=" * (-len(normal) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidMasterKey(f"the master key is neither base64, base64url nor hex; {hint}") from None
-    if len(raw) != MASTER_KEY_BYTES:
-        raise InvalidMasterKey(f"the master key decodes to {len(raw)} bytes, not {MASTER_KEY_BYTES}; {hint}")
-    return raw
+        return key_from_text(text)
+    except ValueError as exc:
+        raise InvalidMasterKey(f"master key: {exc}") from None

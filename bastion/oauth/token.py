@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bastion.audit import events
+from bastion.core.attributes import AttributeType, claim_value
 from bastion.core.records import RotateOutcome, UserRecord
 from bastion.oauth import families, rfc7636
 from bastion.oauth.bridge import TOKEN_EXCHANGE, TokenExchange
@@ -70,6 +71,12 @@ def user_roles(user: UserRecord) -> list[str]:
     if not isinstance(values, list):
         return []
     return sorted({v.strip() for v in values if isinstance(v, str) and v.strip()})[:MAX_ROLES]
+
+
+def user_attributes(user: UserRecord, declared: Mapping[str, AttributeType]) -> dict[str, object]:
+    """The ``attrs`` claim: the declared attributes (``policy.user_attributes``) the user has, each
+    as its type (sets as sorted lists), within the size bounds of :mod:`bastion.core.attributes`."""
+    return claim_value(user.attributes or {}, declared)
 
 
 class TokenEndpoint:
@@ -332,6 +339,9 @@ class TokenEndpoint:
             roles = user_roles(user)
             if roles:
                 extra["roles"] = roles  # policy rules may name roles (``allow: {roles: [...]}``)
+            attrs = user_attributes(user, ctx.user_attributes)
+            if attrs:
+                extra["attrs"] = attrs  # and attributes (``allow: {attributes: {...}}``)
         if isinstance(auth_time, int | float):
             extra["auth_time"] = int(auth_time)
         token_scopes = [s for s in scopes if s != OFFLINE_ACCESS]

@@ -7,7 +7,7 @@ A rule becomes one ``permit`` (``allow``, or neither ``allow`` nor ``deny``) or 
       upstream: github
       tools: [create_issue, comment]
       require_scopes: [github:write]
-      allow: {groups: [engineering], clients: [claude]}
+      allow: {groups: [engineering], attributes: {level: [2, 3]}, clients: [claude]}
       args: {repo: {match: "acme/*"}}
 
     @id("eng-write")
@@ -17,11 +17,16 @@ A rule becomes one ``permit`` (``allow``, or neither ``allow`` nor ``deny``) or 
       resource is Bastion::Tool in Bastion::Upstream::"github"
     ) when {
       [Bastion::Tool::"github/comment", Bastion::Tool::"github/create_issue"].contains(resource)
-      && (principal is Bastion::User && (principal in [Bastion::Group::"engineering"]))
+      && (principal is Bastion::User && (principal in [Bastion::Group::"engineering"])
+          && (principal has level && [2, 3].contains(principal.level)))
       && ["claude"].contains(context.client)
       && context.scopes.containsAll(["github:write"])
       && (context.args has repo && context.args.repo like "acme/*")
     };
+
+Users, groups and roles are alternatives (any of them); every attribute condition must hold
+too (a ``set`` attribute: ``principal.<name>.containsAny([...])``); all of it applies to users
+only (``principal is Bastion::User``), and clients, when given, are required on top.
 
 While a list is filtered, arguments are unknown: an allowing rule is evaluated without its
 argument constraints, a denying rule with argument constraints not at all (``Entry.for_listing``).
@@ -34,12 +39,13 @@ upstream, entity type, names), so the engine evaluates only the slice that can m
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 import cedarpy
 
 from bastion.config.policy import ANY, PolicyRule, Who
+from bastion.core.attributes import AttributeType
 from bastion.core.errors import ConfigError
 from bastion.policy import canonical
 from bastion.policy.entry import Conditions, Effect, Entry, Named
@@ -54,6 +60,7 @@ from bastion.policy.schema import (
     action,
     entity,
     like_literal,
+    literal,
     qualified,
     quote,
     schema_text,
@@ -68,12 +75,23 @@ class CompiledPolicy:
     arg_names: frozenset[str]
     named: frozenset[Named]
     upstreams: tuple[str, ...]
+    attributes: Mapping[str, AttributeType] = field(default_factory=dict)  # policy.user_attributes
+
+
+Declared = Mapping[str, AttributeType]
 
 
 # -- YAML rules ---------------------------------------------------------------------------------
 
 
-def _who(who: Who) -> list[str]:
+def _attribute(name: str, values: list[str | int | bool], kind: AttributeType) -> str:
+    listed = f"[{', '.join(literal(v) for v in values)}]"
+    if kind == "set":
+        return f"(principal has {name} && principal.{name}.containsAny({listed}))"
+    return f"(principal has {name} && {listed}.contains(principal.{name}))"
+
+
+def _who(who: Who, declared: Declared) -> list[str]:
     subject: list[str] = []
     if who.users:
         subject.append(f"[{', '.join(entity(USER, u) for u in who.users)}].contains(principal)")
@@ -87,7 +105,9 @@ def _who(who: Who) -> list[str]:
         subject.append(f"principal in [{', '.join(entity(GROUP, g) for g in who.groups)}]")
     if who.roles:
         subject.append(f"principal.roles.containsAny([{', '.join(quote(r) for r in who.roles)}])")
-    parts = [f"(principal is {qualified(USER)} && ({' || '.join(subject)}))"] if subject else []
+    user = [f"({' || '.join(subject)})"] if subject else []
+    user += [_attribute(n, v, declared[n]) for n, v in sorted(who.attributes.items())]
+    parts = [f"(principal is {qualified(USER)} && {' && '.join(user)})"] if user else []
     if who.clients:
         parts.append(f"[{', '.join(quote(c) for c in who.clients)}].contains(context.client)")
     return parts
@@ -105,7 +125,7 @@ def _args(rule: PolicyRule, where: str) -> str:
     return "(" + " && ".join(checks) + ")"
 
 
-def _conditions(rule: PolicyRule) -> Conditions:
+def _conditions(rule: PolicyRule, declared: Declared) -> Conditions:
     """The same clauses as :func:`_who`, the scopes and :func:`_args`, for the native evaluator."""
     who = rule.deny if rule.deny is not None else rule.allow
     args = tuple(
@@ -121,6 +141,10 @@ def _conditions(rule: PolicyRule) -> Conditions:
         emails=frozenset(u for u in who.users if "@" in u),
         groups=frozenset(who.groups),
         roles=frozenset(who.roles),
+        attributes=tuple(
+            (name, frozenset(values), declared[name] == "set")
+            for name, values in sorted(who.attributes.items())
+        ),
         clients=frozenset(who.clients) if who.clients else None,
     )
 
@@ -130,7 +154,7 @@ def _kinds(rule: PolicyRule) -> list[tuple[str, list[str]]]:
     return [(k, v) for k, v in kinds if v is not None]
 
 
-def _rule_entries(item: YamlRule, upstreams: tuple[str, ...]) -> list[Entry]:
+def _rule_entries(item: YamlRule, upstreams: tuple[str, ...], declared: Declared) -> list[Entry]:
     rule = item.rule
     effect: Effect = "forbid" if rule.deny is not None else "permit"
     upstream = None if rule.upstream == ANY else rule.upstream
@@ -138,13 +162,16 @@ def _rule_entries(item: YamlRule, upstreams: tuple[str, ...]) -> list[Entry]:
     fields: set[str] = set()
     who = rule.deny if rule.deny is not None else rule.allow
     if who is not None:
-        common.extend(_who(who))
+        undeclared = sorted(set(who.attributes) - set(declared))
+        if undeclared:  # checked with the settings already; never emit an unknown attribute
+            raise ConfigError(f"{item.location}: attributes {undeclared} are not in policy.user_attributes")
+        common.extend(_who(who, declared))
         fields |= {"client"} if who.clients else set()
     if rule.require_scopes:
         common.append(f"context.scopes.containsAll([{', '.join(quote(s) for s in rule.require_scopes)}])")
         fields.add("scopes")
     args = _args(rule, item.location) if rule.args else None
-    tests = _conditions(rule)
+    tests = _conditions(rule, declared)
     arg_fields = {"args_casefold" if a.case == "insensitive" else "args" for a in rule.args.values()}
     head = f"@id({quote(item.rule_id)})\n{effect} (\n  principal,\n"
     in_upstream = f" in {entity(UPSTREAM, upstream)}" if upstream else ""
@@ -253,14 +280,15 @@ def validate(entries: Iterable[Entry], schema: str) -> None:
 def compile_sources(sources: PolicySources, upstreams: Iterable[str]) -> CompiledPolicy:
     names = tuple(upstreams)
     entries: list[Entry] = []
+    declared = dict(sources.attributes)
     for rule in sources.rules:
-        entries.extend(_rule_entries(rule, names))
+        entries.extend(_rule_entries(rule, names, declared))
     entries.extend(cedar_entry(policy) for policy in sources.cedar)
     arg_names = frozenset(a for e in entries for a in e.arg_names)
-    schema = schema_text(arg_names)
+    schema = schema_text(arg_names, declared)
     validate(entries, schema)
     named = frozenset(n for e in entries for n in e.named if n[1] in names)
-    return CompiledPolicy(tuple(entries), schema, arg_names, named, names)
+    return CompiledPolicy(tuple(entries), schema, arg_names, named, names, declared)
 
 
 def cedar_text(compiled: CompiledPolicy) -> str:

@@ -23,7 +23,7 @@ from bastion.config.policy import PolicySettings
 from bastion.core.records import Decision, InboundCall, Principal
 from bastion.policy.compiler import CompiledPolicy, compile_sources
 from bastion.policy.entry import DEFAULT_ALLOW_ID, Entry
-from bastion.policy.evaluate import Arguments, Clock, Evaluator, Outcome, Subject, constrained
+from bastion.policy.evaluate import Arguments, Clock, Evaluator, Outcome, Subject, attribute_key, constrained
 from bastion.policy.explain import explain
 from bastion.policy.index import Slice, SliceIndex
 from bastion.policy.lists import PolicyLists, item_visibility
@@ -57,7 +57,9 @@ class CedarPolicy:
         defaults = {u: settings.upstreams.get(u, settings.default) for u in compiled.upstreams}
         self.compiled = compiled
         self.index = SliceIndex(compiled, defaults)
-        self.evaluator = Evaluator(settings.scope_implies, clock=clock, native=native)
+        self.evaluator = Evaluator(
+            settings.scope_implies, clock=clock, native=native, attributes=compiled.attributes
+        )
         self._cache_size = settings.cache_size
         self._cache: dict[tuple[object, ...], Decision] = {}
         self._lists: dict[tuple[object, ...], bool] = {}
@@ -262,6 +264,7 @@ def _principal_key(principal: Principal) -> tuple[object, ...]:
         principal.username,
         principal.email,
         principal.authenticated,
+        attribute_key(principal.attributes),
     )
 
 

@@ -30,6 +30,8 @@ class Conditions:
     emails: frozenset[str] = frozenset()  # the users given as e-mail addresses
     groups: frozenset[str] = frozenset()
     roles: frozenset[str] = frozenset()
+    # (name, values, a set attribute): principal has <name> && the value (a set: any member) in values
+    attributes: tuple[tuple[str, frozenset[str | int | bool], bool], ...] = ()
     clients: frozenset[str] | None = None
     scopes: frozenset[str] = frozenset()  # containsAll
     args: tuple[tuple[str, str, bool], ...] = ()  # (name, pattern as emitted, compare casefolded)

@@ -1,8 +1,9 @@
 """One Cedar evaluation: a principal, an action, an item of an upstream, over one slice.
 
-The principal's entity (a ``User`` in its groups, or a ``Client`` for a client-credentials
-token) is parsed once and kept in a small bounded cache; each evaluation adds only the item's
-entity to it. The context is built as JSON text once per evaluation.
+The principal's entity (a ``User`` in its groups, with its declared attributes, or a ``Client``
+for a client-credentials token) is parsed once and kept in a small bounded cache; each
+evaluation adds only the item's entity to it. The context is built as JSON text once per
+evaluation.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import cedarpy
 import orjson
 from cedarpy import Entities, PolicySet
 
+from bastion.core.attributes import AttributeType, AttributeValue, conforms
 from bastion.core.records import Principal
 from bastion.policy import canonical
 from bastion.policy.entry import Outcome
@@ -133,6 +135,24 @@ class Arguments:
             self.folded[name] = canonical.fold(value)
 
 
+def attribute_key(attributes: tuple[tuple[str, AttributeValue], ...]) -> tuple[object, ...]:
+    """The principal's attributes as part of a cache key: with their types, since ``True == 1``
+    in Python while Cedar tells a Bool from a Long."""
+    return tuple((name, type(value), value) for name, value in attributes) if attributes else ()
+
+
+def declared_attributes(
+    principal: Principal, declared: Mapping[str, AttributeType]
+) -> dict[str, AttributeValue]:
+    """The principal's attributes that ``policy.user_attributes`` declares with their type (a
+    token issued before a declaration changed may carry others: they are left out)."""
+    return {
+        name: value
+        for name, value in principal.attributes
+        if (kind := declared.get(name)) is not None and conforms(value, kind)
+    }
+
+
 class Evaluator:
     def __init__(
         self,
@@ -141,8 +161,10 @@ class Evaluator:
         clock: Clock = time.time,
         cache_size: int = 1024,
         native: bool = True,
+        attributes: Mapping[str, AttributeType] | None = None,
     ) -> None:
         self.native = native  # False: Cedar evaluates every slice (the reference)
+        self._declared = dict(attributes or {})  # policy.user_attributes
         self._implies = {k: tuple(v) for k, v in scope_implies.items()}
         self._clock = clock
         self._cache_size = cache_size
@@ -168,9 +190,11 @@ class Evaluator:
             principal.email,
             principal.groups,
             principal.roles,
+            attribute_key(principal.attributes),
         )
         cached = self._entities.get(key)
         if cached is None:
+            attributes = {} if machine else declared_attributes(principal, self._declared)
             if machine:
                 uid = {"type": qualified(CLIENT), "id": principal.subject}
                 entity: dict[str, Any] = {"uid": uid, "attrs": {}, "parents": []}
@@ -182,6 +206,8 @@ class Evaluator:
                 }
                 if principal.email is not None:
                     attrs["email"] = principal.email
+                for name, value in attributes.items():  # a set: a JSON array
+                    attrs[name] = list(value) if isinstance(value, tuple) else value
                 parents = [{"type": qualified(GROUP), "id": g} for g in sorted(principal.groups)]
                 entity = {"uid": uid, "attrs": attrs, "parents": parents}
             facts = Facts(
@@ -192,6 +218,7 @@ class Evaluator:
                 principal.groups,
                 principal.roles,
                 principal.client_id or "",
+                attributes,
             )
             cached = (uid, Entities.from_json_str(orjson.dumps([entity]).decode()), facts)
             if len(self._entities) >= self._cache_size:
@@ -303,7 +330,9 @@ __all__ = [
     "Evaluator",
     "Outcome",
     "Subject",
+    "attribute_key",
     "constrained",
+    "declared_attributes",
     "expand",
     "is_machine",
     "item_entity",

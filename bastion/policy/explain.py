@@ -5,10 +5,12 @@ whether the native evaluator, which decides slices of YAML rules, agrees), and t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from bastion.core.attributes import AttributeType, AttributeValue
 from bastion.core.records import InboundCall, Principal
-from bastion.policy.evaluate import Arguments, Outcome, constrained, is_machine, item_id
+from bastion.policy.evaluate import Arguments, Outcome, constrained, declared_attributes, is_machine, item_id
 from bastion.policy.schema import ITEM_ACTIONS, UPSTREAM, entity
 from bastion.policy.targets import Refused, target
 
@@ -16,7 +18,22 @@ if TYPE_CHECKING:
     from bastion.policy.engine import CedarPolicy
 
 
-def _who(principal: Principal, scopes: frozenset[str]) -> list[str]:
+def _value(value: AttributeValue) -> str:
+    if isinstance(value, tuple):
+        return "[" + ", ".join(value) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _attributes(principal: Principal, declared: Mapping[str, AttributeType]) -> str:
+    used = declared_attributes(principal, declared)
+    shown = [f"{k}={_value(v)}" for k, v in principal.attributes if k in used]
+    shown += [
+        f"{k}={_value(v)} (not declared as such: ignored)" for k, v in principal.attributes if k not in used
+    ]
+    return ", ".join(shown) or "-"
+
+
+def _who(principal: Principal, scopes: frozenset[str], declared: Mapping[str, AttributeType]) -> list[str]:
     kind = "Client" if is_machine(principal) else "User"
     lines = [f"principal: {entity(kind, principal.subject)}"]
     if principal.username:
@@ -25,6 +42,8 @@ def _who(principal: Principal, scopes: frozenset[str]) -> list[str]:
         )
     lines.append(f"  groups: {', '.join(sorted(principal.groups)) or '-'}")
     lines.append(f"  roles: {', '.join(sorted(principal.roles)) or '-'}")
+    if declared or principal.attributes:
+        lines.append(f"  attributes: {_attributes(principal, declared)}")
     lines.append(f"  client: {principal.client_id or '-'}")
     lines.append(f"  scopes: {' '.join(sorted(principal.scopes)) or '-'}")
     implied = scopes - principal.scopes
@@ -49,7 +68,7 @@ def explain(engine: CedarPolicy, principal: Principal, call: InboundCall) -> str
         return "\n".join(lines)
     era = call.era.value
     subject = engine.evaluator.subject(principal, era)
-    lines.extend(_who(principal, subject.scopes))
+    lines.extend(_who(principal, subject.scopes, engine.compiled.attributes))
     if found.upstream is None:
         lines.append(f"action: {found.action} on every upstream (each upstream's list is filtered)")
         lines.append("decision: ALLOW (lists are filtered per upstream)")

@@ -6,8 +6,9 @@ Two kinds of findings, both warnings (the policy is valid, but probably not what
   store holds, a user the store does not know, a client that is neither configured nor
   registered (client ids that are URLs are metadata documents, fetched on first use, so they
   are not flagged), a role no user in the store has while no identity provider reads a roles
-  claim. Users, groups and roles may appear later (a first sign-in through an identity
-  provider, ``bastion users add``), so these *may* never match.
+  claim, an attribute value no user in the store has while no identity provider maps that
+  attribute (``claims.attributes``). Users, groups, roles and attributes may appear later (a
+  first sign-in through an identity provider, ``bastion users add``), so these *may* never match.
 - **shadowed rules**: a rule that an unconditional deny (a deny rule without ``args``) on the
   same or a broader target, naming everyone the rule names, already decides. An allowing rule
   under such a deny can never allow anything; a later deny under it adds nothing.
@@ -34,6 +35,9 @@ class Known:
     clients: frozenset[str]  # configured and registered client ids
     roles: frozenset[str] = frozenset()  # roles of users in the store (IdP roles, or set by an admin)
     idp_roles: bool = False  # an identity provider reads a roles claim: new roles may appear
+    # (attribute, value) of users in the store, typed as declared (a set: each of its members)
+    attribute_values: frozenset[tuple[str, str | int | bool]] = frozenset()
+    idp_attributes: frozenset[str] = frozenset()  # attributes an identity provider maps
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +73,13 @@ def _names(rule: PolicyRule, known: Known) -> list[str]:
                 f"{part}.roles: no user in the store has role '{role}' and no identity provider "
                 "reads a roles claim: may never match"
             )
+    for name, values in sorted(who.attributes.items()):
+        for value in values:
+            if (name, value) not in known.attribute_values and name not in known.idp_attributes:
+                out.append(
+                    f"{part}.attributes.{name}: no user in the store has {name} {value!r} and no identity "
+                    "provider maps it: may never match"
+                )
     for client in who.clients:
         if client not in known.clients and not client.startswith("https://"):
             out.append(
@@ -111,6 +122,13 @@ def covers_who(deny: Who, who: Who | None) -> bool:
         pairs = ((who.users, deny.users), (who.groups, deny.groups), (who.roles, deny.roles))
         if not all(set(mine) <= set(theirs) for mine, theirs in pairs):
             return False
+    # every value ``who`` admits for each attribute ``deny`` tests is one ``deny`` refuses (for a
+    # set attribute too: a member among who's values is then among deny's)
+    if any(
+        name not in who.attributes or not set(who.attributes[name]) <= set(values)
+        for name, values in deny.attributes.items()
+    ):
+        return False
     return not deny.clients or (bool(who.clients) and set(who.clients) <= set(deny.clients))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from bastion.core.attributes import AttributeValue
 from bastion.policy.canonical import matcher
 from bastion.policy.entry import Conditions, Entry, Outcome
 from bastion.policy.schema import ITEM_ACTIONS, RESOURCE, UPSTREAM
@@ -34,6 +35,7 @@ class Facts:
     groups: frozenset[str]
     roles: frozenset[str]
     client: str  # "" without one
+    attributes: Mapping[str, AttributeValue]  # the declared ones, each of its declared type
 
 
 Args = Mapping[str, str]
@@ -41,19 +43,37 @@ Who = Callable[[Facts, frozenset[str], Args, Args], bool]  # facts, scopes, args
 Item = Callable[[str, "str | None"], bool]  # upstream, item name (None: the upstream itself)
 
 
+def _attributes_hold(conditions: tuple[tuple[str, frozenset[str | int | bool], bool], ...], f: Facts) -> bool:
+    """Every ``(principal has <name> && ...)``: the value in the listed values (a set: any member
+    of it). Values have their declared type on both sides, so ``True == 1`` never meets."""
+    for name, values, is_set in conditions:
+        value = f.attributes.get(name)
+        if value is None:
+            return False
+        if is_set:
+            if not isinstance(value, tuple) or values.isdisjoint(value):
+                return False
+        elif isinstance(value, tuple) or value not in values:
+            return False
+    return True
+
+
 def _principal(c: Conditions) -> Who:
-    users, emails, groups, roles = c.users, c.emails, c.groups, c.roles
+    users, emails, groups, roles, attributes = c.users, c.emails, c.groups, c.roles, c.attributes
+    named = bool(users or groups or roles)
 
     def test(f: Facts, scopes: frozenset[str], args: Args, folded: Args) -> bool:
         if f.machine:  # principal is Bastion::User && (...)
             return False
-        return (
+        if named and not (
             f.subject in users
             or f.username in users
             or (f.email is not None and f.email in emails)
             or not groups.isdisjoint(f.groups)
             or not roles.isdisjoint(f.roles)
-        )
+        ):
+            return False
+        return not attributes or _attributes_hold(attributes, f)
 
     return test
 
@@ -97,7 +117,7 @@ def _all(tests: list[Who]) -> Who | None:
 
 def _who(c: Conditions) -> Who | None:
     tests: list[Who] = []
-    if c.users or c.groups or c.roles:
+    if c.users or c.groups or c.roles or c.attributes:
         tests.append(_principal(c))
     if c.clients is not None:
         tests.append(_clients(c.clients))

@@ -9,7 +9,9 @@ upstream) keeps the old engine; the outcome says why, naming the file and line.
 
 Only the policy parts are reloaded: the other keys of the main file (upstreams, auth, ...) are
 read to validate it, compared with the running configuration, and otherwise ignored; changing
-them needs a restart, and the outcome says so.
+them needs a restart, and the outcome says so. ``policy.user_attributes`` is the exception
+among the policy parts: the token endpoint reads it too, so a reload that changes it is refused
+(restart instead).
 
 Watching is a poll of each watched file's (mtime, size, inode) every few seconds: no extra
 dependency, and it sees editors that replace a file by renaming another onto it.
@@ -90,7 +92,8 @@ def _policy_errors(merged: Settings) -> list[str]:
     names = [u.name for u in merged.upstreams]
     errors = policy_settings_errors(merged.policy, names, merged.auth.scopes)
     for i, rule in enumerate(merged.policies):
-        errors.extend(f"policies[{i}]: {e}" for e in rule_errors(rule, names, merged.auth.scopes))
+        problems = rule_errors(rule, names, merged.auth.scopes, merged.policy.user_attributes)
+        errors.extend(f"policies[{i}]: {e}" for e in problems)
     return errors
 
 
@@ -152,6 +155,11 @@ class PolicyReloader:
         if self._config_path is None:
             return self._current, False
         fresh = load_config(self._config_path, self._env)
+        if fresh.policy.user_attributes != self._running.policy.user_attributes:
+            # the token endpoint puts the declared attributes in tokens: both change together
+            raise ConfigError(
+                f"{self._config_path}: policy.user_attributes changed: restart Bastion to apply it"
+            )
         merged = self._running.model_copy(update={"policies": fresh.policies, "policy": fresh.policy})
         errors = _policy_errors(merged)
         if errors:

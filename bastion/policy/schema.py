@@ -2,7 +2,8 @@
 
 Entities (namespace ``Bastion``)::
 
-    User in [Group] { username: String, email?: String, roles: Set<String> }   a signed-in user
+    User in [Group] { username: String, email?: String, roles: Set<String>, <attributes> }
+                                             a signed-in user
     Client                                   a machine client (client_credentials token)
     Group, Upstream
     Tool in [Upstream], Prompt in [Upstream]               id "<upstream>/<name>"
@@ -18,14 +19,20 @@ while a list result is filtered: ``args`` is then empty), ``args`` and ``args_ca
 (every argument name a rule constrains, as an optional String; the casefolded values for
 case-insensitive rules).
 
+The user's ``<attributes>`` are those ``policy.user_attributes`` declares, each optional and of
+its declared type (``department?: String``, ``level?: Long``, ``contractor?: Bool``,
+``regions?: Set<String>``): a user has one only when the record (or the identity provider) gave
+a value of that type, so policies test ``principal has <name>`` before reading it.
+
 Tools and prompts carry no attributes, so a decision can only depend on which tool is called
 through ``==``/``in`` with entity literals: the engine indexes policies by those literals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+from bastion.core.attributes import AttributeType
 from bastion.policy.canonical import split_pattern
 
 NAMESPACE = "Bastion"
@@ -41,6 +48,12 @@ KIND_ACTION = {"tool": "call_tool", "prompt": "get_prompt", "resource": "read_re
 KIND_TYPE = {"tool": TOOL, "prompt": PROMPT, "resource": RESOURCE}
 ITEM_TYPES = frozenset(ITEM_ACTIONS.values())
 CONTEXT_FIELDS = ("scopes", "client", "era", "time", "listing", "args", "args_casefold")
+CEDAR_TYPES: dict[AttributeType, str] = {
+    "string": "String",
+    "long": "Long",
+    "bool": "Bool",
+    "set": "Set<String>",
+}
 
 
 def qualified(type_name: str) -> str:
@@ -74,13 +87,23 @@ def action(name: str) -> str:
     return f"{qualified('Action')}::{quote(name)}"
 
 
-def schema_text(arg_names: Iterable[str]) -> str:
+def literal(value: str | int | bool) -> str:
+    """A Cedar String, Long or Bool literal."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, int) else quote(value)
+
+
+def schema_text(arg_names: Iterable[str], attributes: Mapping[str, AttributeType] | None = None) -> str:
+    """The schema; ``attributes``: ``policy.user_attributes``, optional attributes of a User."""
     args = ", ".join(f"{name}?: String" for name in sorted(set(arg_names)))
+    user = ["username: String", "email?: String", "roles: Set<String>"]
+    user += [f"{name}?: {CEDAR_TYPES[kind]}" for name, kind in sorted((attributes or {}).items())]
     principals = f"[{USER}, {CLIENT}]"
     lines = [
         f"namespace {NAMESPACE} {{",
         f"  entity {GROUP};",
-        f"  entity {USER} in [{GROUP}] {{ username: String, email?: String, roles: Set<String> }};",
+        f"  entity {USER} in [{GROUP}] {{ {', '.join(user)} }};",
         f"  entity {CLIENT};",
         f"  entity {UPSTREAM};",
         f"  entity {TOOL} in [{UPSTREAM}];",
@@ -114,6 +137,7 @@ __all__ = [
     "action",
     "entity",
     "like_literal",
+    "literal",
     "qualified",
     "quote",
     "schema_text",

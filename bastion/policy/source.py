@@ -11,8 +11,8 @@ Errors are :class:`~bastion.core.errors.ConfigError` naming the file and line.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from bastion.config.model import Settings
 from bastion.config.policy import PolicyRule, rule_errors
+from bastion.core.attributes import AttributeType
 from bastion.core.errors import ConfigError
 
 ReadText = Callable[[Path], str]
@@ -49,6 +50,7 @@ class CedarPolicy:
 class PolicySources:
     rules: tuple[YamlRule, ...]
     cedar: tuple[CedarPolicy, ...]
+    attributes: Mapping[str, AttributeType] = field(default_factory=dict)  # policy.user_attributes
 
 
 def _read(path: Path) -> str:
@@ -61,6 +63,7 @@ def load_sources(
     """Every rule of the configuration and of ``policy.files`` (relative paths: to ``base_dir``,
     default the working directory)."""
     upstreams = [u.name for u in settings.upstreams]
+    declared = dict(settings.policy.user_attributes)
     rules = [
         YamlRule(rule, rule.id or f"policies[{i}]", f"policies[{i}]")
         for i, rule in enumerate(settings.policies)
@@ -77,11 +80,11 @@ def load_sources(
         if path.suffix == ".cedar":
             cedar.extend(cedar_policies(text, name))
         elif path.suffix in (".yaml", ".yml"):
-            rules.extend(yaml_rules(text, name, upstreams, settings.auth.scopes))
+            rules.extend(yaml_rules(text, name, upstreams, settings.auth.scopes, declared))
         else:
             raise ConfigError(f"{name}: policy files end in .yaml, .yml or .cedar")
     _unique_ids([(r.rule_id, r.location) for r in rules] + [(c.rule_id, c.location) for c in cedar])
-    return PolicySources(tuple(rules), tuple(cedar))
+    return PolicySources(tuple(rules), tuple(cedar), declared)
 
 
 def _unique_ids(ids: Iterable[tuple[str, str]]) -> None:
@@ -129,7 +132,13 @@ def _policies_node(root: yaml.Node | None, name: str) -> yaml.SequenceNode | Non
     return None
 
 
-def yaml_rules(text: str, name: str, upstreams: Iterable[str], scopes: Iterable[str]) -> list[YamlRule]:
+def yaml_rules(
+    text: str,
+    name: str,
+    upstreams: Iterable[str],
+    scopes: Iterable[str],
+    attributes: Mapping[str, AttributeType],
+) -> list[YamlRule]:
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data: Any = yaml.safe_load(text)
@@ -156,7 +165,7 @@ def yaml_rules(text: str, name: str, upstreams: Iterable[str], scopes: Iterable[
                     message = "unknown key"
                 problems.append(f"{name}:{_line(node, loc)}: policies[{i}].{field}: {message}")
             raise ConfigError("\n".join(problems)) from None
-        errors = rule_errors(rule, upstreams, scopes)
+        errors = rule_errors(rule, upstreams, scopes, attributes)
         if errors:
             raise ConfigError("\n".join(f"{location}: policies[{i}]: {e}" for e in errors))
         out.append(YamlRule(rule, rule.id or location, location))

@@ -12,6 +12,7 @@ from bastion.store.base import (
     Store,
     ThrottleStore,
     UserStore,
+    VaultStore,
 )
 from bastion.store.factory import SchemaOutOfDate, open_store, upgrade, upgrade_async
 from bastion.store.hashing import GENESIS_HASH, canonical_json, link_hash
@@ -30,6 +31,7 @@ __all__ = [
     "Store",
     "ThrottleStore",
     "UserStore",
+    "VaultStore",
     "canonical_json",
     "link_hash",
     "open_store",

@@ -17,6 +17,7 @@ from bastion.core.records import (
     SessionRecord,
     StoredAuditRecord,
     UserRecord,
+    VaultRecord,
 )
 
 
@@ -311,6 +312,62 @@ class IdpSessionStore(Protocol):
         ...
 
 
+class VaultStore(Protocol):
+    """Per-user downstream credentials, keyed by (user_id, connection). Values are sealed by
+    the caller (``bastion.vault``); the store never sees a secret in the clear."""
+
+    async def get(self, user_id: str, connection: str) -> VaultRecord | None: ...
+
+    async def list_for_user(self, user_id: str) -> builtins.list[VaultRecord]:
+        """The user's records, ordered by connection name."""
+        ...
+
+    async def put(self, record: VaultRecord) -> None:
+        """Insert, or replace whatever is stored for (user_id, connection) (a new connect).
+        Replacing stores a version above the one it replaces (``record.version`` or the old
+        one + 1, whichever is higher), so a compare-and-set prepared against the old credential
+        (a refresh in flight) fails instead of overwriting the new one."""
+        ...
+
+    async def replace(self, record: VaultRecord, expected_version: int) -> bool:
+        """Compare-and-set: write ``record`` only if the stored version is ``expected_version``
+        (``record.version`` is then the new one). False if it changed or is gone."""
+        ...
+
+    async def take_lease(
+        self, user_id: str, connection: str, owner: str, until: float, now: float
+    ) -> VaultRecord | None:
+        """Atomically take the refresh lease (across replicas): succeeds when nobody holds it
+        (``lease_until <= now``) or ``owner`` already does; returns the record as stored after
+        taking it, or None if someone else holds it or there is no record."""
+        ...
+
+    async def release_lease(self, user_id: str, connection: str, owner: str) -> None:
+        """Give the lease up if ``owner`` holds it (lease_until = 0)."""
+        ...
+
+    async def touch(self, user_id: str, connection: str, now: float) -> None:
+        """Record a use (last_used_at, which only moves forward); does not change the version
+        (neither do the lease methods)."""
+        ...
+
+    async def delete(self, user_id: str, connection: str) -> bool: ...
+
+    async def delete_for_user(self, user_id: str) -> int: ...
+
+    async def key_ids(self) -> set[str]:
+        """Every master key id some record's data key is wrapped under."""
+        ...
+
+    async def count_by_key(self) -> dict[str, int]:
+        """How many records are wrapped under each master key id (``bastion vault status``)."""
+        ...
+
+    async def wrapped_under_other_than(self, key_id: str, limit: int) -> builtins.list[VaultRecord]:
+        """Up to ``limit`` records whose data key is wrapped under another key (rotation)."""
+        ...
+
+
 class Store(Protocol):
     @property
     def audit(self) -> AuditStore: ...
@@ -344,5 +401,8 @@ class Store(Protocol):
 
     @property
     def idp_sessions(self) -> IdpSessionStore: ...
+
+    @property
+    def vault(self) -> VaultStore: ...
 
     async def close(self) -> None: ...

@@ -25,6 +25,7 @@ from bastion.store.memory_authz import (
     MemoryThrottleStore,
     MemoryUserStore,
 )
+from bastion.store.memory_vault import MemoryVaultStore
 
 
 class MemoryAuditStore:
@@ -123,6 +124,7 @@ class MemoryStore:
         self._revoked_tokens = MemoryRevokedTokenStore()
         self._throttle = MemoryThrottleStore()
         self._idp_sessions = MemoryIdpSessionStore()
+        self._vault = MemoryVaultStore()
 
     @property
     def audit(self) -> MemoryAuditStore:
@@ -167,6 +169,10 @@ class MemoryStore:
     @property
     def idp_sessions(self) -> MemoryIdpSessionStore:
         return self._idp_sessions
+
+    @property
+    def vault(self) -> MemoryVaultStore:
+        return self._vault
 
     async def close(self) -> None:
         return None

@@ -34,6 +34,7 @@ from bastion.store.sql_idp import SqlIdpSessionStore
 from bastion.store.sql_throttle import SqlThrottleStore
 from bastion.store.sql_tokens import SqlRevokedTokenStore
 from bastion.store.sql_users import SqlConsentStore, SqlUserStore
+from bastion.store.sql_vault import SqlVaultStore
 from bastion.store.sqlite_audit import SqliteAuditWriter
 from bastion.store.tables import HEAD_ID, audit_head, audit_records, sessions
 
@@ -225,6 +226,7 @@ class SqlStore:
         self._revoked_tokens = SqlRevokedTokenStore(engine)
         self._throttle = SqlThrottleStore(engine)
         self._idp_sessions = SqlIdpSessionStore(engine)
+        self._vault = SqlVaultStore(engine)
 
     @property
     def audit(self) -> SqlAuditStore:
@@ -269,6 +271,10 @@ class SqlStore:
     @property
     def idp_sessions(self) -> SqlIdpSessionStore:
         return self._idp_sessions
+
+    @property
+    def vault(self) -> SqlVaultStore:
+        return self._vault
 
     async def close(self) -> None:
         self._audit.close()

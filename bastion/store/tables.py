@@ -200,3 +200,31 @@ idp_sessions = sa.Table(
     sa.Column("sealed_id_token", sa.Text),  # sealed by the caller (AES-GCM), never plaintext
     sa.Column("id_token_expires_at", sa.Double),
 )
+
+
+# -- per-user downstream credentials (revision 0008) --------------------------------------------
+
+# The secret is sealed under a data key of its own, and that data key is wrapped under the vault
+# master key ``key_id`` (bastion.vault.envelope): the database never holds a credential, or a key
+# that opens one, in the clear. The lease columns make a refresh single-flight across replicas
+# without holding a row lock during the HTTP call to the provider.
+vault_records = sa.Table(
+    "vault_records",
+    metadata,
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("connection", sa.Text, primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("key_id", sa.Text, nullable=False),  # indexed: rotation finds records by it
+    sa.Column("wrapped_key", sa.Text, nullable=False),
+    sa.Column("sealed", sa.Text, nullable=False),
+    sa.Column("scopes", sa.Text, nullable=False),  # JSON text: list, in the provider's order
+    sa.Column("expires_at", sa.Double),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("account", sa.Text),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("updated_at", sa.Double, nullable=False),
+    sa.Column("last_used_at", sa.Double),
+    sa.Column("lease_owner", sa.Text),
+    sa.Column("lease_until", sa.Double, nullable=False),
+)

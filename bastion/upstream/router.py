@@ -24,6 +24,7 @@ from bastion.core.credentials import CLIENT_SUPPLIED, Credentials
 from bastion.core.eras_errors import legacy_only_rejection, modern_only_rejection
 from bastion.core.errors import (
     BastionError,
+    ConnectionRequired,
     HttpMethodNotAllowed,
     InvalidRequest,
     SessionNotFound,
@@ -43,6 +44,7 @@ from bastion.core.records import (
 )
 from bastion.core.replies import EmptyReply, MessageReply, Reply
 from bastion.upstream.aggregate import Aggregator
+from bastion.upstream.connect_gate import ASKING_METHODS, ConnectGate, modern_capabilities
 from bastion.upstream.eras import (
     discover_from_initialize,
     initialize_from_discover,
@@ -73,9 +75,16 @@ def _rejected(
     return err
 
 
+def _raise(err: BastionError) -> Reply:
+    raise err
+
+
 class UpstreamStage:
-    def __init__(self, settings: Settings, sessions: SessionManager) -> None:
+    def __init__(
+        self, settings: Settings, sessions: SessionManager, connect: ConnectGate | None = None
+    ) -> None:
         self.sessions = sessions
+        self.connect = connect
         self.extensions = server_extensions(settings)  # declared in every initialize/discover result
         self.annotations = ToolAnnotations(settings)
         self.entries = {u.name: UpstreamEntry(u) for u in settings.upstreams}
@@ -110,7 +119,13 @@ class UpstreamStage:
         entry = self.entries.get(call.endpoint)
         if entry is None:
             raise UnknownEndpoint(f"No upstream named '{call.endpoint}'")
-        credential = await credentials.for_upstream(entry.name)
+        declined = False
+        if self.connect is not None and self.connect.is_retry(call):  # answers our connect request
+            call, declined = self.connect.resume(call, principal, entry.name)
+        try:
+            credential = await credentials.for_upstream(entry.name)
+        except ConnectionRequired as err:
+            return await self._unconnected(entry, call, principal, err, declined)
         try:
             return await self._to_entry(entry, call, principal, credential, self._lists(entry.name, decision))
         except UpstreamRejectedCredentials as err:
@@ -138,6 +153,75 @@ class UpstreamStage:
         if "legacy" not in entry.config.client_eras and call.session_id is None:
             raise modern_only_rejection(call.params.get("protocolVersion"))
         return await self._legacy(entry, call, principal, credential, lists)
+
+    # -- a user who has not connected the account this upstream needs ---------------------------
+
+    async def _unconnected(
+        self,
+        entry: UpstreamEntry,
+        call: InboundCall,
+        principal: Principal,
+        err: ConnectionRequired,
+        declined: bool,
+    ) -> Reply:
+        gate = self.connect
+        if gate is None:
+            raise err
+        if call.kind is not MessageKind.REQUEST and call.http_method == "POST":
+            return EmptyReply(202, upstream=entry.name)
+        if call.era is Era.MODERN:
+            if call.method == "server/discover":
+                result = with_extensions(gate.pending_discover(err, entry.name), self.extensions)
+                return MessageReply(
+                    messages=single({"jsonrpc": "2.0", "id": call.request_id, "result": result}),
+                    upstream=entry.name,
+                )
+            if call.method in ASKING_METHODS:
+                return gate.ask(
+                    call, principal, err, capabilities=modern_capabilities(call), declined=declined
+                )
+            return gate.unconnected(call, err) or _raise(err)
+        if call.session_id is None:
+            if call.http_method == "POST" and call.method == "initialize":
+                return await self._pending_initialize(entry, call, principal, err)
+            raise err
+        record = await self.sessions.resolve(call.session_id, call.endpoint, principal.subject)
+        relay = self.relays.get(record.session_id)
+        if relay is not None and call.http_method == "GET":
+            return relay.open_stream()
+        if relay is not None and call.http_method == "DELETE":
+            await self.close_relay(relay.session_id)
+            return EmptyReply(200, upstream=entry.name)
+        if call.method in ASKING_METHODS:
+            reply = gate.ask(call, principal, err, capabilities=record.client_capabilities)
+            if relay is not None:
+                gate.watch(relay, err)
+            return reply
+        return gate.unconnected(call, err) or _raise(err)
+
+    async def _pending_initialize(
+        self, entry: UpstreamEntry, call: InboundCall, principal: Principal, err: ConnectionRequired
+    ) -> Reply:
+        """A relay session with no upstream link yet: it opens on the first call after the user
+        connected, with the client's own initialize parameters."""
+        assert self.connect is not None
+        params = call.params
+        version = negotiated_version(params.get("protocolVersion"))
+        record = await self.sessions.create(
+            endpoint=entry.name,
+            subject=principal.subject,
+            protocol_version=version,
+            mode="relay",
+            client_capabilities=params.get("capabilities") or {},
+            client_info=params.get("clientInfo") or {},
+        )
+        self.relays[record.session_id] = RelaySession(record)
+        result = with_extensions(self.connect.pending_initialize(version, err, entry.name), self.extensions)
+        return MessageReply(
+            messages=single({"jsonrpc": "2.0", "id": call.request_id, "result": result}),
+            headers=((b"mcp-session-id", record.session_id.encode()),),
+            upstream=entry.name,
+        )
 
     # -- legacy era ------------------------------------------------------------------------------
 
@@ -330,6 +414,8 @@ class UpstreamStage:
 
     async def close(self) -> None:
         self.mrtr.close()
+        if self.connect is not None:
+            self.connect.close()
         for session_id in list(self.relays):
             relay = self.relays.pop(session_id)
             relay.close()

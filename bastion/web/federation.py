@@ -12,6 +12,10 @@ authorization request.
 
 Errors show a page that says what went wrong (never a token); the user pressing *cancel* at
 the IdP goes back to the MCP client as ``access_denied``.
+
+Without an MCP client's request, a sign-in started from one of Bastion's own pages (``next``:
+a connect link, "My connections"; see ``returns``) goes straight to the IdP and, once signed
+in, back to that page. ``next`` is kept in the server-side state, checked again on return.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from bastion.oauth.context import OAuthContext
 from bastion.oauth.opaque import MAX_PRESENTED_CHARS, digest, new_opaque
 from bastion.web.browser import BrowserSession, BrowserSessions
 from bastion.web.flow import _HEADERS, AuthorizationFlow, Pending, message, page, read_page_form
+from bastion.web.returns import safe_next
 from bastion.web.security import csrf_valid
 
 log = logging.getLogger("bastion.idp")
@@ -75,9 +80,12 @@ class FederatedLogin:
         provider = self._provider(request)
         session = self._sessions.read(request)
         pending = await self._flow.pending(request.query_params.get("request"), session)
+        hint = request.query_params.get("login_hint")
+        back = safe_next(request.query_params.get("next"))
+        if provider is not None and pending is None and back is not None:
+            return await self._to_idp(provider, None, session, hint, back=back)  # no MCP client asks
         if provider is None or pending is None:
             return self._expired()
-        hint = request.query_params.get("login_hint")
         client = await self._flow.needs_preconsent(pending)
         if client is not None:
             action = f"/login/idp/{provider.name}/consent"
@@ -108,7 +116,13 @@ class FederatedLogin:
         return await self._to_idp(provider, pending, session, request.query_params.get("login_hint"))
 
     async def _to_idp(
-        self, provider: OidcProvider, pending: Pending, session: BrowserSession, login_hint: str | None
+        self,
+        provider: OidcProvider,
+        pending: Pending | None,
+        session: BrowserSession,
+        login_hint: str | None,
+        *,
+        back: str | None = None,
     ) -> Response:
         state, nonce = new_opaque(), new_opaque()
         verifier, challenge = pkce_pair()
@@ -118,12 +132,13 @@ class FederatedLogin:
                 nonce=nonce,
                 code_challenge=challenge,
                 login_hint=login_hint[:256] if login_hint else None,
-                resource=pending.request.resource,
+                resource=pending.request.resource if pending is not None else None,
             )
         except IdpError as exc:
             return self._idp_failed(provider, exc)
         payload = {
-            "request": pending.handle,
+            "request": pending.handle if pending is not None else None,
+            "next": back if pending is None else None,
             "browser": session.browser_id,
             "provider": provider.name,
             "nonce": nonce,
@@ -152,8 +167,10 @@ class FederatedLogin:
         data = await self._ctx.store.grants.consume(STATE_KIND, digest(state), time.time())
         if data is None or data.get("browser") != session.browser_id or data.get("provider") != provider.name:
             return self._expired()
-        pending = await self._flow.pending(str(data["request"]), session)
-        if pending is None:
+        handle = data.get("request")
+        back = safe_next(data.get("next")) if handle is None else None  # signing in for a page of ours
+        pending = await self._flow.pending(handle, session) if isinstance(handle, str) else None
+        if pending is None and back is None:
             return self._expired()
         try:
             await provider.check_response_issuer(params.get("iss"))
@@ -161,7 +178,10 @@ class FederatedLogin:
             return self._idp_failed(provider, exc)
         error = params.get("error")
         if error is not None:
-            if error == "access_denied":
+            if error == "access_denied" and pending is None:
+                self._ctx.event(events.LOGIN_FAILED, status=403, detail=f"idp {provider.name}: cancelled")
+                return message("Sign-in cancelled", "You did not sign in. Nothing was changed.", 403)
+            if error == "access_denied" and pending is not None:
                 self._ctx.event(events.AUTHORIZATION_DENIED, client_id=pending.request.client_id, status=303)
                 return await self._flow.refuse(
                     pending, "access_denied", "the user cancelled at the identity provider"
@@ -204,7 +224,11 @@ class FederatedLogin:
             auth_time=time.time(),
             idp_session=idp_session,
         )
-        response = await self._flow.signed_in(pending, signed_in)
+        if pending is None:
+            assert back is not None
+            response: Response = RedirectResponse(back, 303, headers=_HEADERS)
+        else:
+            response = await self._flow.signed_in(pending, signed_in)
         self._sessions.write(response, signed_in)
         return response
 

@@ -7,6 +7,10 @@ limit the page refuses without checking the password (a throttled attacker learn
 argon2 is not spent on them).
 Every outcome is an audit event; the
 password never leaves this function.
+
+After signing in the browser goes on with the MCP client's pending request (``request``), or,
+when the sign-in started on one of Bastion's own pages, back to it (``next``, only the exact
+shapes ``returns.safe_next`` accepts: never another site), or to a "signed in" page.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from bastion.web.pages import (
     render_logout,
     render_signed_out,
 )
+from bastion.web.returns import safe_next
 from bastion.web.security import csrf_token, csrf_valid
 
 MAX_USERNAME_CHARS = 256
@@ -73,19 +78,29 @@ class LoginPages:
         self._realms = dict(realms or {})  # e-mail domain → identity provider name
 
     def _view(
-        self, session: BrowserSession, handle: str, username: str = "", error: str | None = None
+        self,
+        session: BrowserSession,
+        handle: str,
+        username: str = "",
+        error: str | None = None,
+        *,
+        next_path: str | None = None,
     ) -> LoginView:
         handle = handle[:MAX_PRESENTED_CHARS]
         request = quote(handle, safe="")
+        back = "&next=" + quote(next_path, safe="/") if next_path else ""
         return LoginView(
             action="/login",
             csrf=csrf_token(self._csrf_key, session.browser_id, "login"),
             request=handle,
             username=username[:MAX_USERNAME_CHARS],
             error=error,
-            sources=tuple((label, f"/login/idp/{name}?request={request}") for name, label in self._providers),
+            sources=tuple(
+                (label, f"/login/idp/{name}?request={request}{back}") for name, label in self._providers
+            ),
             password=self._limits.password,
             realm_action="/login/realm" if self._realms else None,
+            next=next_path or "",
         )
 
     def _respond(self, response: Response, session: BrowserSession) -> Response:
@@ -96,13 +111,15 @@ class LoginPages:
     async def show(self, request: Request) -> Response:
         session = self._sessions.read(request)
         handle = request.query_params.get("request", "")
-        return self._respond(page(render_login(self._view(session, handle))), session)
+        back = None if handle else safe_next(request.query_params.get("next"))
+        return self._respond(page(render_login(self._view(session, handle, next_path=back))), session)
 
     async def realm(self, request: Request) -> Response:
         """Home realm discovery: the e-mail domain picks the identity provider."""
         session = self._sessions.read(request)
         form = await read_page_form(request)
         handle = form.get("request", "")
+        back = None if handle else safe_next(form.get("next"))
         if not csrf_valid(self._csrf_key, session.browser_id, "login", form.get("csrf")):
             return self._respond(message("Request refused", "The form expired. Try again.", 403), session)
         email = form.get("email", "").strip()[:256]
@@ -112,8 +129,10 @@ class LoginPages:
             error = (
                 "No sign-in is set up for that e-mail domain. Check the address or ask your administrator."
             )
-            return self._respond(page(render_login(self._view(session, handle, error=error)), 400), session)
+            view = self._view(session, handle, error=error, next_path=back)
+            return self._respond(page(render_login(view), 400), session)
         target = f"/login/idp/{name}?request={quote(handle, safe='')}&login_hint={quote(email, safe='')}"
+        target += "&next=" + quote(back, safe="/") if back else ""
         return RedirectResponse(target, 303, headers=_HEADERS)
 
     async def submit(self, request: Request) -> Response:
@@ -121,6 +140,7 @@ class LoginPages:
         session = self._sessions.read(request)
         form = await read_page_form(request)
         handle = form.get("request", "")
+        back = None if handle else safe_next(form.get("next"))
         if not csrf_valid(self._csrf_key, session.browser_id, "login", form.get("csrf")):
             return self._respond(
                 message(
@@ -138,7 +158,8 @@ class LoginPages:
         password = form.get("password", "")
         if not username or not password or len(password) > MAX_PASSWORD_CHARS:
             return self._respond(
-                page(render_login(self._view(session, handle, username, FAILED)), 400), session
+                page(render_login(self._view(session, handle, username, FAILED, next_path=back)), 400),
+                session,
             )
         now = time.time()
         address = request.client.host if request.client else "unknown"
@@ -156,19 +177,21 @@ class LoginPages:
         ):
             ctx.event(events.LOGIN_THROTTLED, status=429, detail=f"address {address}")
             return self._respond(
-                page(render_login(self._view(session, handle, username, THROTTLED)), 429), session
+                page(render_login(self._view(session, handle, username, THROTTLED, next_path=back)), 429),
+                session,
             )
         user = await self._passwords.verify(username, password)
         if user is None:
             await ctx.store.throttle.hit(address_key, now, window)
             ctx.event(events.LOGIN_FAILED, status=401, detail=f"address {address}")
             return self._respond(
-                page(render_login(self._view(session, handle, username, FAILED)), 401), session
+                page(render_login(self._view(session, handle, username, FAILED, next_path=back)), 401),
+                session,
             )
         await ctx.store.throttle.reset(user_key)
         ctx.event(events.LOGIN_SUCCEEDED, subject=user.user_id, detail=f"source {self._passwords.name}")
         signed_in = BrowserSession(browser_id=session.browser_id, user_id=user.user_id, auth_time=now)
-        target = f"/authorize/continue?request={quote(handle, safe='')}" if handle else "/login/done"
+        target = f"/authorize/continue?request={quote(handle, safe='')}" if handle else back or "/login/done"
         response = RedirectResponse(target, 303, headers=_HEADERS)
         self._sessions.write(response, signed_in)
         return response

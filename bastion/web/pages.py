@@ -59,9 +59,12 @@ class LoginView:
     sources: tuple[tuple[str, str], ...] = ()  # (label, url): "Sign in with <label>"
     password: bool = True  # show the username/password form
     realm_action: str | None = None  # show "Work e-mail → Continue" posting here (home realm)
+    next: str = ""  # a page of Bastion's own to return to afterwards (``returns.safe_next``)
 
     def __post_init__(self) -> None:
         _check_url(self.action, "action")
+        if self.next:
+            _check_url(self.next, "next")
         if self.realm_action is not None:
             _check_url(self.realm_action, "realm_action")
         for _, url in self.sources:

@@ -1,6 +1,6 @@
 """Signing in through an Entra-like IdP (a real OpenID Provider on loopback) in the middle of an
 MCP client's authorization: consent for the client before the IdP, the IdP's sign-in, the user
-provisioned with mapped groups, Bastion's own token, a tool call as that user, the audit trail
+provisioned with mapped groups and attributes, Bastion's own token, a tool call as that user, the audit trail
 naming user and IdP, and a refresh that follows the IdP session."""
 
 from __future__ import annotations
@@ -34,16 +34,22 @@ def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     require_idp_packages()
     tmp: Path = tmp_path_factory.mktemp("federation")
     users = {
-        "alice": ALICE,
+        "alice": {**ALICE, "department": "finance", "hr": {"level": 4}},  # custom claims
         "carol": {**ALICE, "sub": "carol-sub", "oid": "oid-carol", "email": "carol@contoso.com"},
     }
+    attributes = {"department": "department", "level": "hr.level"}
     with (
         recording_upstream() as upstream,
         bastion_with_entra(
             tmp,
             [{"name": "a", "http": {"url": upstream.url}}],
             users=users,
-            provider={"recheck_interval": 0, "email_domains": ["contoso.com"]},
+            provider={
+                "recheck_interval": 0,
+                "email_domains": ["contoso.com"],
+                "claims": {"attributes": attributes},
+            },
+            extra={"policy": {"user_attributes": {"department": "string", "level": "long"}}},
         ) as f,
     ):
         yield f
@@ -108,6 +114,7 @@ async def test_sign_in_through_the_idp_and_call_a_tool(fed: Federation, http: ht
     assert claims["aud"] == resource
     assert claims["sub"].startswith("x_")
     assert claims["groups"] == ["sales"]  # the app role Sales.Write, mapped
+    assert claims["attrs"] == {"department": "finance", "level": 4}  # claims.attributes, dotted too
     assert (await list_tools(http, resource, body["access_token"])).status_code == 200
 
     listing = _cli(fed, "users", "list")

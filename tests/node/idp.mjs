@@ -24,7 +24,7 @@
 //   reject_resource      default true
 //   resource_scope       scopes of the JWT access token minted for a `resource` (reject_resource=false)
 //   groups_overage       [login, ...] users whose groups come as _claim_names/_claim_sources
-//   id_token_ttl         seconds (default 3600); access_token_ttl likewise; refresh_token_ttl (14 days)
+//   id_token_ttl         seconds (default 3600); refresh_token_ttl likewise (default 14 days)
 //   refresh              issue refresh tokens for offline_access (default true)
 //   consent              show the consent page (default true); false = admin-consented app
 //   scopes               extra scope names to accept
@@ -44,7 +44,31 @@
 //   id_jag_audiences     [issuer, ...] audiences an ID-JAG may be asked for (default: any)
 //   id_jag_error         refuse every ID-JAG exchange with this OAuth error code (e.g. invalid_grant)
 //   id_jag_error_description  its error_description
-// The settings from `reject_resource` on can also be changed at run time (POST /__admin/settings).
+// SaaS-provider switches (a second instance plays a SaaS OAuth provider; their defaults keep the
+// Entra-like behaviour above). Plain OAuth works too: scope without openid (then no nonce, no ID
+// token), e.g. "crm:read crm:write offline_access" with resource_scope "crm:read crm:write".
+//   default_resource     resource indicator assumed when the client sends none (RFC 8707,
+//                        resourceIndicators.defaultResource): with reject_resource=false every
+//                        access token is then for it (aud), scopes filtered to resource_scope
+//   access_token_format  "jwt" (default: RS256, verifiable with the JWKS; sub, scope, aud,
+//                        client_id, iss, exp, iat, jti) or "opaque" (introspectable) for
+//                        access tokens minted for a resource
+//   access_token_ttl     seconds (default 3600), changeable at run time; short values (2) work
+//   refresh_rotation     true (default): a new refresh token on every refresh, the old one is
+//                        consumed (reusing it revokes the grant); false: the same refresh token
+//                        stays valid and refresh responses carry no refresh_token
+//   refresh_error        answer every refresh_token grant with this instead of refreshing:
+//                        an OAuth error code ("invalid_grant": 400 JSON; refresh_error_description
+//                        its description) or {status, body?} (e.g. {"status": 503}: that status
+//                        with a plain-text body) or {status, error, error_description} (JSON)
+//   introspection        (start only) RFC 7662 introspection endpoint on; opaque tokens only
+//   introspection_clients  client ids allowed to introspect (default: any confidential client;
+//                        others get {"active": false})
+//   revocation           (start only) RFC 7009 revocation endpoint on (a client revokes its own)
+//   oauth_metadata       (start only) also serve the discovery document at the RFC 8414
+//                        location <origin>/.well-known/oauth-authorization-server<issuer path>
+// The settings from `reject_resource` on (except those marked start only) can also be changed at
+// run time (POST /__admin/settings).
 //
 // The ID-JAG exchange (grant_type urn:ietf:params:oauth:grant-type:token-exchange, with client
 // authentication): requested_token_type must be the id-jag type, subject_token an ID token this
@@ -61,6 +85,12 @@
 //   POST /__admin/users/<login>/disable    user can neither sign in nor refresh
 //   POST /__admin/users/<login>/enable
 //   PUT  /__admin/users/<login>            JSON claims: add or replace a user
+//   POST /__admin/users/<login>/revoke     revoke all the user's grants: their refresh tokens
+//                                          get invalid_grant, opaque access tokens go inactive
+//                                          (JWT access tokens stay valid until they expire)
+//   GET  /__admin/grants                   token endpoint requests by grant_type:
+//                                          {requests: {grant_type: n}, succeeded: {grant_type: n}}
+//   POST /__admin/grants/reset             zero those counters
 //   GET  /__admin/id-jag/requests          the ID-JAG exchanges received (form fields without
 //                                          the subject token, plus the authenticated client_id)
 //
@@ -104,7 +134,22 @@ const settings = {
   id_jag_audiences: config.id_jag_audiences ?? idJagConfig.audiences ?? null,
   id_jag_error: config.id_jag_error ?? null,
   id_jag_error_description: config.id_jag_error_description ?? null,
+  default_resource: config.default_resource ?? null,
+  access_token_format: config.access_token_format ?? 'jwt',
+  access_token_ttl: config.access_token_ttl ?? 3600,
+  refresh_rotation: config.refresh_rotation ?? true,
+  refresh_error: config.refresh_error ?? null,
+  refresh_error_description: config.refresh_error_description ?? null,
+  introspection_clients: config.introspection_clients ?? null,
 };
+const INTROSPECTION = Boolean(config.introspection);
+const REVOCATION = Boolean(config.revocation);
+const OAUTH_METADATA = Boolean(config.oauth_metadata);
+
+// Token endpoint requests by grant_type (GET /__admin/grants).
+const grantCounts = { requests: {}, succeeded: {} };
+// Grant ids by account id (sub), for POST /__admin/users/<login>/revoke.
+const grantsOf = new Map();
 
 // ------------------------------------------------------------------------------ keys
 function rsaKey() {
@@ -226,40 +271,71 @@ const provider = new Provider(ISSUER, {
   cookies: { keys: [crypto.randomBytes(16).toString('hex')] },
   ttl: {
     IdToken: Number(config.id_token_ttl ?? 3600),
-    AccessToken: Number(config.access_token_ttl ?? 3600),
+    AccessToken: () => Number(settings.access_token_ttl),
     RefreshToken: Number(config.refresh_token_ttl ?? 14 * 86400),
     Grant: 14 * 86400,
     Session: 86400,
     Interaction: 600,
   },
-  rotateRefreshToken: true, // Entra hands out a new refresh token on every refresh
+  // Entra hands out a new refresh token on every refresh; refresh_rotation=false: providers that don't
+  rotateRefreshToken: () => Boolean(settings.refresh_rotation),
   issueRefreshToken: async (ctx, client, code) => settings.refresh
     && client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
   interactions: { url: (ctx, interaction) => `${PREFIX}/interaction/${interaction.uid}` },
   features: {
     registration: { enabled: false }, // like Entra: no registration_endpoint
     devInteractions: { enabled: false },
-    introspection: { enabled: false },
-    revocation: { enabled: false },
+    introspection: {
+      enabled: INTROSPECTION,
+      allowedPolicy: async (ctx, client) => client.clientAuthMethod !== 'none'
+        && (!Array.isArray(settings.introspection_clients)
+          || settings.introspection_clients.includes(client.clientId)),
+    },
+    revocation: {
+      enabled: REVOCATION,
+      allowedPolicy: async (ctx, client, token) => token.clientId === client.clientId,
+    },
     rpInitiatedLogout: { enabled: true },
     resourceIndicators: {
       enabled: true,
-      defaultResource: () => undefined,
+      defaultResource: (ctx, client, oneOf) => {
+        const dflt = settings.default_resource ?? undefined;
+        if (oneOf) return oneOf.includes(dflt) ? dflt : undefined;
+        return dflt;
+      },
       useGrantedResource: () => true,
       getResourceServerInfo: (ctx, resource) => {
         if (settings.reject_resource) throw new errors.CustomOIDCProviderError('invalid_target', AADSTS9010010);
         return {
           scope: settings.resource_scope,
           audience: resource,
-          accessTokenFormat: 'jwt',
-          accessTokenTTL: Number(config.access_token_ttl ?? 3600),
-          jwt: { sign: { alg: 'RS256' } },
+          accessTokenFormat: settings.access_token_format === 'opaque' ? 'opaque' : 'jwt',
+          accessTokenTTL: Number(settings.access_token_ttl),
+          ...(settings.access_token_format === 'opaque' ? {} : { jwt: { sign: { alg: 'RS256' } } }),
         };
       },
     },
   },
 });
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
+provider.on('grant.saved', (grant) => {
+  if (!grant.accountId) return;
+  if (!grantsOf.has(grant.accountId)) grantsOf.set(grant.accountId, new Set());
+  grantsOf.get(grant.accountId).add(grant.jti);
+});
+
+// Every grant of the account: tokens and codes of it destroyed, the grant itself too.
+async function revokeAccount(accountId) {
+  const ids = [...(grantsOf.get(accountId) ?? [])];
+  await Promise.all(ids.map((id) => Promise.all([
+    provider.AccessToken.revokeByGrantId(id),
+    provider.RefreshToken.revokeByGrantId(id),
+    provider.AuthorizationCode.revokeByGrantId(id),
+    provider.Grant.adapter.destroy(id),
+  ])));
+  grantsOf.delete(accountId);
+  return ids.length;
+}
 
 // ------------------------------------------------------------------------------ ID-JAG exchange
 function refuse(error, description) {
@@ -513,6 +589,20 @@ function stripIssFromRedirects(res) {
   };
 }
 
+// refresh_error: the answer to a refresh_token grant while it is set.
+function refreshError(res) {
+  const e = settings.refresh_error;
+  if (typeof e === 'string') {
+    return sendJson(res, 400, { error: e, error_description: settings.refresh_error_description ?? 'refused by the provider' });
+  }
+  const status = Number(e.status ?? 400);
+  if (e.error) return sendJson(res, status, { error: e.error, error_description: e.error_description ?? settings.refresh_error_description ?? 'refused by the provider' });
+  const body = String(e.body ?? http.STATUS_CODES[status] ?? 'error');
+  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+  res.end(body);
+  return undefined;
+}
+
 function endpointOf(sub) {
   if (sub === '/.well-known/openid-configuration') return 'discovery';
   if (sub === '/jwks') return 'jwks';
@@ -524,6 +614,12 @@ function endpointOf(sub) {
 async function admin(req, res, path) {
   if (path === '/__admin/health') return sendJson(res, 200, { ok: true, issuer: ISSUER });
   if (path === '/__admin/id-jag/requests') return sendJson(res, 200, idJagRequests);
+  if (path === '/__admin/grants') return sendJson(res, 200, grantCounts);
+  if (path === '/__admin/grants/reset' && req.method === 'POST') {
+    grantCounts.requests = {};
+    grantCounts.succeeded = {};
+    return sendJson(res, 200, grantCounts);
+  }
   if (path === '/__admin/settings') {
     if (req.method === 'POST') {
       const patch = JSON.parse((await readBody(req)) || '{}');
@@ -534,7 +630,7 @@ async function admin(req, res, path) {
     }
     return sendJson(res, 200, settings);
   }
-  const m = path.match(/^\/__admin\/users\/([^/]+)(?:\/(disable|enable))?$/);
+  const m = path.match(/^\/__admin\/users\/([^/]+)(?:\/(disable|enable|revoke))?$/);
   if (m) {
     const login = decodeURIComponent(m[1]);
     if (!m[2] && req.method === 'PUT') {
@@ -543,6 +639,9 @@ async function admin(req, res, path) {
     }
     const user = users.get(login);
     if (!user) return sendJson(res, 404, { error: `no user ${login}` });
+    if (m[2] === 'revoke' && req.method === 'POST') {
+      return sendJson(res, 200, { login, revoked_grants: await revokeAccount(subOf(login, user)) });
+    }
     if (m[2] && req.method === 'POST') {
       user.disabled = m[2] === 'disable';
       return sendJson(res, 200, { login, disabled: user.disabled });
@@ -557,8 +656,14 @@ const server = http.createServer(async (req, res) => {
     const url = new URL(req.url, BASE);
     const path = url.pathname;
     if (path.startsWith('/__admin/')) return await admin(req, res, path);
-    if (PREFIX && path !== PREFIX && !path.startsWith(`${PREFIX}/`)) return sendJson(res, 404, { error: 'not found' });
-    const sub = path.slice(PREFIX.length) || '/';
+    if (OAUTH_METADATA && path === `/.well-known/oauth-authorization-server${PREFIX}`) {
+      req.url = `${PREFIX}/.well-known/openid-configuration${url.search}`;
+      url.pathname = `${PREFIX}/.well-known/openid-configuration`;
+    }
+    if (PREFIX && url.pathname !== PREFIX && !url.pathname.startsWith(`${PREFIX}/`)) {
+      return sendJson(res, 404, { error: 'not found' });
+    }
+    const sub = url.pathname.slice(PREFIX.length) || '/';
 
     const im = sub.match(/^\/interaction\/([^/]+)(?:\/(login|confirm|abort))?$/);
     if (im) return await interaction(req, res, im[1], im[2] ?? '');
@@ -576,14 +681,32 @@ const server = http.createServer(async (req, res) => {
         url.searchParams.set('prompt', [...prompt, 'consent'].join(' '));
       }
     }
+    let grantType;
+    if (endpoint === 'token' && req.method === 'POST') {
+      // Read the form here (oidc-provider then takes it from req.body) to count and switch on it.
+      const form = await readBody(req);
+      req.body = form;
+      grantType = new URLSearchParams(form).get('grant_type') ?? '';
+      grantCounts.requests[grantType] = (grantCounts.requests[grantType] ?? 0) + 1;
+      res.on('finish', () => {
+        if (res.statusCode === 200) grantCounts.succeeded[grantType] = (grantCounts.succeeded[grantType] ?? 0) + 1;
+      });
+      if (grantType === 'refresh_token' && settings.refresh_error) return refreshError(res);
+    }
     if (endpoint === 'token') {
-      rewriteJson(res, (body) => {
+      rewriteJson(res, (answer) => {
+        let body = answer;
+        const keepRefresh = grantType === 'refresh_token' && !settings.refresh_rotation && 'refresh_token' in body;
+        if (keepRefresh) {
+          // like providers that keep the refresh token: none in the answer
+          body = Object.fromEntries(Object.entries(body).filter(([k]) => k !== 'refresh_token'));
+        }
         if (body.id_token) return { ...body, id_token: tamperIdToken(body.id_token) };
         // a code or refresh token redeemed with a `resource` (any invalid_target means one was sent)
         if (body.error === 'invalid_target' && settings.reject_resource) {
           return { ...body, error_description: AADSTS9010010 };
         }
-        return undefined;
+        return keepRefresh ? body : undefined;
       });
     }
     if (endpoint === 'discovery' && (!settings.authorization_response_iss || ID_JAG)) {
@@ -595,7 +718,7 @@ const server = http.createServer(async (req, res) => {
     }
     if (!settings.authorization_response_iss) stripIssFromRedirects(res);
 
-    req.originalUrl = `${path}${url.search}`; // lets oidc-provider see its mount path
+    req.originalUrl = `${url.pathname}${url.search}`; // lets oidc-provider see its mount path
     req.url = `${sub}${url.search}`;
     return providerCallback(req, res);
   } catch (err) {

@@ -6,6 +6,12 @@ Microsoft Entra ID, plus a headless browser for its sign-in pages and a direct c
         tokens = await idp_tokens(http, idp, client=..., login="alice")
 
 ``idp.mjs`` documents every configuration key; ``run_idp(extra=...)`` passes any of them through.
+
+``run_saas_provider`` starts a second instance as a SaaS OAuth provider (no tenant path, JWT or
+opaque access tokens for one default resource, introspection and revocation endpoints):
+
+    with run_saas_provider(tmp, redirect_uris=[CALLBACK]) as saas:
+        tokens = await idp_tokens(http, saas, client=saas.client, login="alice", scope=SAAS_SCOPE)
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import secrets
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -87,12 +94,37 @@ class IdpServer:
     def jwks_uri(self) -> str:
         return str(self.metadata["jwks_uri"])
 
+    @property
+    def introspection_endpoint(self) -> str:
+        """RFC 7662 (started with ``introspection``: run_saas_provider does)."""
+        return str(self.metadata["introspection_endpoint"])
+
+    @property
+    def revocation_endpoint(self) -> str:
+        """RFC 7009 (started with ``revocation``: run_saas_provider does)."""
+        return str(self.metadata["revocation_endpoint"])
+
     def disable(self, login: str) -> None:
         """Disable the user at the IdP: no sign-in, and their refresh fails with invalid_grant."""
         self._call("POST", f"/__admin/users/{login}/disable")
 
     def enable(self, login: str) -> None:
         self._call("POST", f"/__admin/users/{login}/enable")
+
+    def revoke_user(self, login: str) -> int:
+        """Revoke every grant of the user (an administrator removing the app's access): their
+        refresh tokens then get invalid_grant and opaque access tokens introspect inactive; JWT
+        access tokens stay valid until they expire. Returns how many grants went."""
+        return int(self._call("POST", f"/__admin/users/{login}/revoke")["revoked_grants"])
+
+    def grant_counts(self) -> GrantCounts:
+        """Token endpoint requests since start (or reset_grants) by grant_type, and how many of
+        them got a 200."""
+        counts = self._call("GET", "/__admin/grants")
+        return GrantCounts(Counter(counts["requests"]), Counter(counts["succeeded"]))
+
+    def reset_grants(self) -> None:
+        self._call("POST", "/__admin/grants/reset")
 
     def put_user(self, login: str, claims: Mapping[str, Any]) -> None:
         """Add or replace a user (same keys as ``users`` of run_idp)."""
@@ -102,7 +134,9 @@ class IdpServer:
         """Change run-time switches (reject_resource, consent, refresh, delay_ms, delay_endpoints,
         authorization_response_iss, id_token_claims, id_token_header, id_token_bad_signature,
         id_token_time_offset, resource_scope, id_jag_error, id_jag_error_description, id_jag_ttl,
-        id_jag_client_ids, id_jag_audiences); returns them all."""
+        id_jag_client_ids, id_jag_audiences, default_resource, access_token_format,
+        access_token_ttl, refresh_rotation, refresh_error, refresh_error_description,
+        introspection_clients); returns them all."""
         return self._call("POST" if changes else "GET", "/__admin/settings", changes or None)
 
     @contextlib.contextmanager
@@ -140,6 +174,15 @@ class IdpServer:
                 return json.loads(resp.read())
         except urllib.error.HTTPError as err:
             raise AssertionError(f"{method} {target}: HTTP {err.code} {err.read()[:500]!r}") from err
+
+
+@dataclass
+class GrantCounts:
+    """``requests[grant_type]``: token endpoint requests; ``succeeded[grant_type]``: those
+    answered 200 (missing grant types count 0)."""
+
+    requests: Counter[str]
+    succeeded: Counter[str]
 
 
 @contextlib.contextmanager
@@ -485,10 +528,13 @@ async def idp_tokens(
     token_params: Mapping[str, str] | None = None,
 ) -> IdpTokens:
     """Authorization code + PKCE straight against the IdP as ``client``, signing in as ``login``
-    through the real pages. Fails (AssertionError) on an error at any step."""
+    through the real pages. Fails (AssertionError) on an error at any step. Without ``openid``
+    in ``scope`` (plain OAuth, e.g. SAAS_SCOPE) no nonce is sent unless one is given."""
     redirect_uri = redirect_uri or client["redirect_uris"][0]
     verifier, challenge = pkce_pair()
-    state, nonce = secrets.token_urlsafe(12), nonce or secrets.token_urlsafe(12)
+    state = secrets.token_urlsafe(12)
+    if nonce is None and "openid" in scope.split():
+        nonce = secrets.token_urlsafe(12)
     url = idp_authorization_url(
         idp,
         client_id=client["client_id"],
@@ -513,7 +559,7 @@ async def idp_tokens(
     }
     resp = await idp_token_request(http, idp, client, form)
     assert resp.status_code == 200, f"token request failed: {resp.status_code} {resp.text}"
-    return IdpTokens(response=resp.json(), nonce=nonce, callback=callback)
+    return IdpTokens(response=resp.json(), nonce=nonce or "", callback=callback)
 
 
 async def idp_refresh(
@@ -542,3 +588,111 @@ def verify_id_token(token: str, jwks: jwt.PyJWKSet, *, issuer: str, audience: st
             options={"require": ["iss", "aud", "exp", "iat", "sub"]},
         )
     )
+
+
+# ----------------------------------------------------------------------------- SaaS provider
+
+SAAS_SCOPES = ("crm:read", "crm:write")
+SAAS_SCOPE = "crm:read crm:write offline_access"
+SAAS_RESOURCE = "https://crm.saas.test/api"
+SAAS_CLIENT_ID = "bastion-connector"
+SAAS_CLIENT_SECRET = "bastion-connector-secret"
+SAAS_INTROSPECTOR = {
+    "client_id": "crm-api",
+    "client_secret": "crm-api-secret",
+    "redirect_uris": [],
+    "response_types": [],
+    "grant_types": [],
+    "token_endpoint_auth_method": "client_secret_basic",
+}
+SAAS_USERS: dict[str, dict[str, Any]] = {
+    "alice": {"sub": "crm-user-alice", "email": "alice@crm.test", "name": "Alice CRM"},
+    "bob": {"sub": "crm-user-bob", "email": "bob@crm.test", "name": "Bob CRM"},
+}
+
+
+@dataclass
+class SaasProvider(IdpServer):
+    """An :class:`IdpServer` playing a SaaS OAuth provider (see :func:`run_saas_provider`)."""
+
+    resource: str = SAAS_RESOURCE
+    client: dict[str, Any] = field(default_factory=dict)  # the first client (the connector)
+    introspector: dict[str, Any] = field(default_factory=lambda: dict(SAAS_INTROSPECTOR))
+
+
+@contextlib.contextmanager
+def run_saas_provider(
+    tmp: Path,
+    *,
+    redirect_uris: Sequence[str] = (),
+    clients: list[dict[str, Any]] | None = None,
+    users: dict[str, dict[str, Any]] | None = None,
+    resource: str = SAAS_RESOURCE,
+    scopes: Sequence[str] = SAAS_SCOPES,
+    access_token_format: str = "jwt",
+    access_token_ttl: int = 3600,
+    refresh_rotation: bool = True,
+    consent: bool = False,
+    port: int | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Iterator[SaasProvider]:
+    """``idp.mjs`` as a SaaS provider: issuer at the origin (``http://127.0.0.1:PORT``, discovery
+    at both ``/.well-known/openid-configuration`` and ``/.well-known/oauth-authorization-server``),
+    ``resource`` honoured and assumed when none is sent (every access token is for it: ``aud``,
+    scopes out of ``scopes``), JWT access tokens (``access_token_format="opaque"``: opaque ones),
+    introspection (for the :data:`SAAS_INTROSPECTOR` client ``crm-api`` / ``crm-api-secret``) and
+    revocation on, no consent page. Refresh tokens for ``offline_access``.
+
+    ``clients`` default to one confidential client ``bastion-connector`` /
+    ``bastion-connector-secret`` (client_secret_basic) for ``redirect_uris``; the introspector is
+    always added. ``users`` default to :data:`SAAS_USERS` (any password). ``extra`` adds any other
+    idp.mjs key. The first client is ``.client``."""
+    if clients is None:
+        clients = [
+            secret_client(SAAS_CLIENT_ID, list(redirect_uris), secret=SAAS_CLIENT_SECRET),
+        ]
+    config: dict[str, Any] = {
+        "default_resource": resource,
+        "resource_scope": " ".join(scopes),
+        "scopes": list(scopes),
+        "access_token_format": access_token_format,
+        "access_token_ttl": access_token_ttl,
+        "refresh_rotation": refresh_rotation,
+        "consent": consent,
+        "introspection": True,
+        "introspection_clients": [SAAS_INTROSPECTOR["client_id"]],
+        "revocation": True,
+        "oauth_metadata": True,
+        **(extra or {}),
+    }
+    with run_idp(
+        tmp,
+        issuer_path="",
+        clients=[*clients, SAAS_INTROSPECTOR],
+        users=users if users is not None else SAAS_USERS,
+        reject_resource=False,
+        port=port,
+        extra=config,
+    ) as idp:
+        yield SaasProvider(
+            issuer=idp.issuer,
+            base=idp.base,
+            port=idp.port,
+            log_path=idp.log_path,
+            config=idp.config,
+            resource=resource,
+            client=dict(clients[0]) if clients else {},
+        )
+
+
+async def introspect(
+    http: httpx2.AsyncClient, idp: IdpServer, token: str, *, client: Mapping[str, Any] = SAAS_INTROSPECTOR
+) -> dict[str, Any]:
+    """RFC 7662 introspection of ``token`` at ``idp`` as ``client``; the JSON answer."""
+    resp = await http.post(
+        idp.introspection_endpoint,
+        data={"token": token},
+        auth=(client["client_id"], client["client_secret"]),
+    )
+    resp.raise_for_status()
+    return dict(resp.json())

@@ -336,7 +336,7 @@ def test_errors_name_the_file_and_line(
             "require_scopes applies to allowing rules",
         ),
         ("[{upstream: github, args: {repo: {match: x}}}]", "args constrain tools or prompts"),
-        ("[{tools: [a], allow: {}}]", "name at least one of users, groups, roles or clients"),
+        ("[{tools: [a], allow: {}}]", "name at least one of users, groups, roles, attributes or clients"),
         ("[{tools: ['*', a]}]", "'*' already covers every name"),
         ("[{tools: [a], args: {'bad-name': {match: x}}}]", "argument name 'bad-name'"),
         ("[{tools: [a], visibility: shown}]", "policies[0].visibility"),

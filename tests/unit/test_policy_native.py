@@ -1,7 +1,8 @@
 """bastion.policy.native: slices of YAML rules are decided in Python with exactly Cedar's result.
 
-Differential: random rule sets in the YAML model (users, groups, roles, clients, scopes, argument
-patterns, visibility, defaults) and random principals and calls; one engine decides everything
+Differential: random rule sets in the YAML model (users, groups, roles, user attributes of each
+declared type, clients, scopes, argument patterns, visibility, defaults) and random principals
+(with attribute values of the declared type and of others) and calls; one engine decides everything
 twice, with the native evaluator and with Cedar only, and the two must agree on the decision,
 its reason, the rule ids, the step-up scopes and every filtered list.
 """
@@ -30,6 +31,20 @@ ROLES = ("r1", "r2")
 CLIENTS = ("c1", "c2", "")
 SCOPES = ("s1", "s2", "s3")
 ARGS = ("repo", "q")
+DECLARED = {"dept": "string", "level": "long", "flag": "bool", "tags": "set"}
+RULE_VALUES: dict[str, tuple[object, ...]] = {
+    "dept": ("fin", "ops", "Fin"),
+    "level": (0, 1, 2),
+    "flag": (True, False),
+    "tags": ("eu", "us", "x"),
+}
+# what principals carry: the declared type, and others (a token issued under another declaration)
+USER_VALUES: dict[str, tuple[object, ...]] = {
+    "dept": ("fin", "ops", "x", 1),
+    "level": (0, 1, True, "1"),
+    "flag": (True, False, 1, 0),
+    "tags": (("eu",), ("us", "x"), (), "eu", ("1",)),
+}
 PATTERNS = ("acme/*", "*", "a\\*b", "ACME*", "ac*me", "", "straße*", "*/web")
 VALUES = (
     "acme/web",
@@ -45,13 +60,27 @@ VALUES = (
 )
 
 
-def _who() -> st.SearchStrategy[dict[str, list[str]]]:
+def _values(name: str) -> st.SearchStrategy[list[object]]:
+    return st.lists(st.sampled_from(RULE_VALUES[name]), min_size=1, max_size=2, unique=True)
+
+
+def _conditions() -> st.SearchStrategy[dict[str, list[object]]]:
+    """One attribute condition, sometimes more."""
+    return st.sampled_from(sorted(RULE_VALUES)).flatmap(
+        lambda k: st.fixed_dictionaries(
+            {k: _values(k)}, optional={o: _values(o) for o in RULE_VALUES if o != k}
+        )
+    )
+
+
+def _who() -> st.SearchStrategy[dict[str, Any]]:
     parts = st.fixed_dictionaries(
         {},
         optional={
             "users": st.lists(st.sampled_from(USERS), min_size=1, max_size=2, unique=True),
             "groups": st.lists(st.sampled_from(GROUPS), min_size=1, max_size=2, unique=True),
             "roles": st.lists(st.sampled_from(ROLES), min_size=1, max_size=2, unique=True),
+            "attributes": _conditions(),
             "clients": st.lists(st.sampled_from(CLIENTS), min_size=1, max_size=2, unique=True),
         },
     )
@@ -103,6 +132,7 @@ def config(draw: st.DrawFn) -> str:
         "upstreams": upstream_defaults,
         "scope_implies": {"s3": ["s1"]} if draw(st.booleans()) else {},
         "cache_size": draw(st.sampled_from((0, 100))),
+        "user_attributes": DECLARED,
     }
     document = {
         "auth": {"scopes": ["mcp", *SCOPES]},
@@ -129,7 +159,18 @@ def principal(draw: st.DrawFn) -> Principal:
         authenticated=draw(st.booleans()),
         username=username,
         email=draw(st.sampled_from(("carol@acme.example", "Carol@acme.example", "alice@acme.example", None))),
+        attributes=tuple(sorted(draw(attributes()).items())),
     )
+
+
+@st.composite
+def attributes(draw: st.DrawFn) -> dict[str, Any]:
+    """Most declared attributes, mostly of their declared type (the rules' values among them)."""
+    out = {}
+    for name, values in USER_VALUES.items():
+        if draw(st.integers(0, 3)):
+            out[name] = draw(st.sampled_from((*RULE_VALUES[name][:2], *values)))
+    return out
 
 
 def inbound(endpoint: str | None, method: str, params: dict[str, Any], era: Era = Era.LEGACY) -> InboundCall:
@@ -202,6 +243,39 @@ def test_native_and_cedar_agree(text: str, cases: list[tuple[Principal, InboundC
     for who, request in cases:
         native, cedar = both(engine, who, request)
         assert native == cedar, (who, request.method, request.message)
+
+
+@st.composite
+def attribute_config(draw: st.DrawFn) -> str:
+    """Rules about tools whose who is mostly attribute conditions, where attributes decide often."""
+    rules = []
+    for _ in range(draw(st.integers(1, 4))):
+        who = draw(
+            st.fixed_dictionaries(
+                {"attributes": _conditions()},
+                optional={
+                    "groups": st.lists(st.sampled_from(GROUPS), min_size=1, max_size=2, unique=True),
+                    "clients": st.lists(st.sampled_from(CLIENTS), min_size=1, max_size=2, unique=True),
+                },
+            )
+        )
+        rules.append({"tools": draw(_names(("t1", "t2"))), draw(st.sampled_from(("allow", "deny"))): who})
+    document = {
+        "auth": {"scopes": ["mcp"]},
+        "upstreams": [{"name": "a", "http": {"url": "http://127.0.0.1:9/mcp"}}],
+        "policy": {"default": draw(st.sampled_from(("allow", "deny"))), "user_attributes": DECLARED},
+        "policies": rules,
+    }
+    return orjson.dumps(document).decode()
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(attribute_config(), st.lists(st.tuples(principal(), st.sampled_from(("t1", "t2"))), max_size=8))
+def test_native_and_cedar_agree_on_attributes(text: str, cases: list[tuple[Principal, str]]) -> None:
+    engine = CedarPolicy.from_settings(load_config_text(text, {}))
+    for who, tool in cases:
+        native, cedar = both(engine, who, inbound("a", "tools/call", {"name": tool}))
+        assert native == cedar, (who, tool)
 
 
 # -- targeted cases --------------------------------------------------------------------------------

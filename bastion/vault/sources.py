@@ -1,0 +1,141 @@
+"""Credential sources of ``upstreams[].auth``: ``service`` (one secret for everyone) and
+``user_oauth`` / ``user_api_key`` (each user's own credential for a connection, from the vault).
+
+A user without a usable credential gets :class:`~bastion.core.errors.ConnectionRequired`: a
+connect intent is created and its URL goes back to the client as a URL elicitation. Only signed-in
+users have connections; a client acting for itself (client credentials) gets none.
+
+For stdio upstreams the credential is an environment variable, so it is fixed when the process
+starts: a per-user credential gives each user their own process, and a renewed token a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from pathlib import Path
+from typing import Protocol
+
+from bastion.config.upstream_auth import ServiceAuth, UserApiKeyAuth, UserOAuthAuth
+from bastion.core.errors import ConfigError, ConnectionRequired, UpstreamCredentialsUnavailable
+from bastion.core.records import Principal, UpstreamCredential
+from bastion.vault.intents import ConnectIntents
+from bastion.vault.model import ConnectionMissing
+
+log = logging.getLogger("bastion.vault")
+NO_USER = (
+    "this upstream acts for a signed-in user with their own account; a client acting for itself has none"
+)
+
+
+class AccessTokens(Protocol):
+    """What a source needs of :class:`bastion.vault.connections.ConnectionVault`."""
+
+    async def access_token(self, user_id: str, connection: str) -> str: ...
+
+    async def forget_access_token(self, user_id: str, connection: str) -> None: ...
+
+
+class _Presenter:
+    """Puts a credential where the upstream reads it: a header, or an environment variable."""
+
+    def __init__(self, auth: ServiceAuth | UserOAuthAuth | UserApiKeyAuth, *, stdio: bool) -> None:
+        self._stdio = stdio
+        self._header = auth.header
+        self._env = auth.env
+        self._before, _, self._after = auth.template.partition("{token}")
+        self.mode = auth.type
+
+    def present(self, secret: str, scope: str | None) -> UpstreamCredential:
+        if self._stdio:
+            assert self._env is not None  # config: stdio upstreams name the variable
+            if scope is not None:  # a process per user, and a new one when the credential changes
+                scope = f"{scope}:{hashlib.sha256(secret.encode()).hexdigest()[:16]}"
+            return UpstreamCredential(env=((self._env, secret),), mode=self.mode, process_scope=scope)
+        value = f"{self._before}{secret}{self._after}"
+        return UpstreamCredential(headers=((self._header, value),), mode=self.mode, process_scope=scope)
+
+
+def read_service_secret(auth: ServiceAuth, upstream: str) -> str:
+    if auth.secret is not None:
+        secret = auth.secret
+    else:
+        assert auth.secret_file is not None
+        try:
+            secret = Path(auth.secret_file).read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"upstream '{upstream}': auth.secret_file {auth.secret_file}: {exc.strerror}"
+            ) from None
+    if not secret or any(ord(c) < 0x20 or ord(c) == 0x7F for c in secret):
+        raise ConfigError(f"upstream '{upstream}': the service secret is empty or has control characters")
+    return secret
+
+
+class ServiceCredentials:
+    """``auth: {type: service}``: the same secret for every call, whoever makes it."""
+
+    def __init__(self, upstream: str, auth: ServiceAuth, *, stdio: bool) -> None:
+        self._credential = _Presenter(auth, stdio=stdio).present(read_service_secret(auth, upstream), None)
+
+    async def credential(self, principal: Principal) -> UpstreamCredential:
+        return self._credential
+
+    def forget(self, principal: Principal) -> None:
+        return  # nothing to renew: the administrator must fix the secret
+
+
+class ConnectionCredentials:
+    """``auth: {type: user_oauth | user_api_key}``: the user's own credential for a connection."""
+
+    def __init__(
+        self,
+        upstream: str,
+        auth: UserOAuthAuth | UserApiKeyAuth,
+        *,
+        label: str,
+        tokens: AccessTokens,
+        intents: ConnectIntents,
+        stdio: bool,
+    ) -> None:
+        self._upstream = upstream
+        self._connection = auth.connection
+        self._label = label
+        self._tokens = tokens
+        self._intents = intents
+        self._presenter = _Presenter(auth, stdio=stdio)
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def credential(self, principal: Principal) -> UpstreamCredential:
+        if not principal.authenticated or principal.client_id == principal.subject:
+            raise UpstreamCredentialsUnavailable(self._upstream, NO_USER)
+        try:
+            secret = await self._tokens.access_token(principal.subject, self._connection)
+        except ConnectionMissing as missing:
+            intent = await self._intents.create(
+                principal.subject, self._connection, principal.client_id, reconnect=missing.reconnect
+            )
+            raise ConnectionRequired(
+                self._upstream,
+                connection=self._connection,
+                label=self._label,
+                url=self._intents.url(intent),
+                elicitation_id=intent.elicitation_id,
+                reconnect=missing.reconnect,
+            ) from None
+        return self._presenter.present(secret, principal.subject)
+
+    def forget(self, principal: Principal) -> None:
+        """The upstream refused the token: the next call refreshes it first."""
+        task = asyncio.ensure_future(self._tokens.forget_access_token(principal.subject, self._connection))
+        self._background.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not mark a %s token as refused: %s", self._connection, task.exception())
+
+
+__all__ = ["AccessTokens", "ConnectionCredentials", "ServiceCredentials", "read_service_secret"]
