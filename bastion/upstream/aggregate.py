@@ -20,6 +20,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from bastion.core.credentials import CLIENT_SUPPLIED, Credentials
 from bastion.core.errors import (
     BastionError,
+    ConnectionRequired,
     HttpMethodNotAllowed,
     InvalidParams,
     InvalidRequest,
@@ -32,6 +33,7 @@ from bastion.core.errors import (
 from bastion.core.records import Decision, Era, InboundCall, ListFilter, MessageKind, Principal
 from bastion.core.replies import EmptyReply, MessageReply, Reply
 from bastion.upstream import naming
+from bastion.upstream.connect_gate import ASKING_METHODS, ConnectGate
 from bastion.upstream.eras import BASTION_INFO, negotiated_version, strip_envelope, to_modern_response
 from bastion.upstream.extensions import with_extensions
 from bastion.upstream.mrtr import MrtrBridge
@@ -42,6 +44,8 @@ from bastion.upstream.sessions import SessionManager
 
 JsonObject = dict[str, Any]
 LinkFor = Callable[[UpstreamEntry], Awaitable[Link]]
+Ask = Callable[[ConnectionRequired], JsonObject]  # the answer when the user must connect first
+AGGREGATE = "*"  # what a retry's requestState is bound to on this endpoint
 log = logging.getLogger("bastion.upstream")
 
 CAPABILITIES: JsonObject = {
@@ -72,8 +76,11 @@ class Aggregator:
         relays: dict[str, RelaySession],
         mrtr: MrtrBridge,
         extensions: JsonObject | None = None,
+        *,
+        connect: ConnectGate | None = None,
     ) -> None:
         self._mrtr = mrtr
+        self._connect = connect
         self._extensions = extensions or {}  # Bastion's own, declared in initialize/discover results
         self._entries = entries
         self._sessions = sessions
@@ -93,7 +100,7 @@ class Aggregator:
         if relay is None:
             await self._sessions.drop(record.session_id)
             raise SessionNotFound("Session not found")
-        return await self._legacy(relay, call, credentials, decision.lists)
+        return await self._legacy(relay, call, principal, credentials, decision.lists)
 
     # -- legacy ----------------------------------------------------------------------------------
 
@@ -124,7 +131,12 @@ class Aggregator:
         )
 
     async def _legacy(
-        self, relay: RelaySession, call: InboundCall, credentials: Credentials, lists: ListFilter | None
+        self,
+        relay: RelaySession,
+        call: InboundCall,
+        principal: Principal,
+        credentials: Credentials,
+        lists: ListFilter | None,
     ) -> Reply:
         if call.http_method == "GET":
             return relay.open_stream()
@@ -159,7 +171,17 @@ class Aggregator:
         if call.method == "initialize":
             raise InvalidRequest("Invalid Request: the session is already initialized")
         route = CallRoute(relay.broker)
-        return self._run(call, route, link_for, era=Era.LEGACY, relay=relay, lists=lists)
+        gate = self._connect
+        ask: Ask | None = None
+        if gate is not None:
+
+            def ask(err: ConnectionRequired) -> JsonObject:
+                assert gate is not None
+                gate.watch(relay, err)
+                capabilities = relay.record.client_capabilities
+                return gate.ask_message(call, principal, err, capabilities=capabilities, endpoint=AGGREGATE)
+
+        return self._run(call, route, link_for, era=Era.LEGACY, relay=relay, lists=lists, ask=ask)
 
     async def _broadcast(self, message: JsonObject, link_for: LinkFor) -> None:
         for entry in self._entries.values():
@@ -192,8 +214,20 @@ class Aggregator:
             return MessageReply(messages=single({"jsonrpc": "2.0", "id": call.request_id, "result": result}))
         if self._mrtr.holds(call):  # a retry answering a legacy upstream's question
             return self._mrtr.resume(call, principal, "")
+        gate, declined = self._connect, False
+        if gate is not None and gate.is_retry(call):  # a retry answering Bastion's connect request
+            call, declined = gate.resume(call, principal, AGGREGATE)
         meta = call.params.get("_meta") or {}
         caps = meta.get(CLIENT_CAPABILITIES_META_KEY) if isinstance(meta, dict) else None
+        ask: Ask | None = None
+        if gate is not None:
+            asked = call
+
+            def ask(err: ConnectionRequired) -> JsonObject:
+                assert gate is not None
+                return gate.ask_message(
+                    asked, principal, err, capabilities=caps, declined=declined, endpoint=AGGREGATE
+                )
 
         async def link_for(entry: UpstreamEntry) -> Link:
             credential = await credentials.for_upstream(entry.name)
@@ -207,7 +241,8 @@ class Aggregator:
 
         async def work(route: CallRoute) -> JsonObject:
             return to_modern_response(
-                method, await self._handle(method, message, route, link_for, era=Era.MODERN, lists=lists)
+                method,
+                await self._handle(method, message, route, link_for, era=Era.MODERN, lists=lists, ask=ask),
             )
 
         return self._mrtr.start(call, principal, work, "")
@@ -223,12 +258,13 @@ class Aggregator:
         era: Era,
         relay: RelaySession | None,
         lists: ListFilter | None,
+        ask: Ask | None = None,
     ) -> Reply:
         method = call.method or ""
         message = strip_envelope(call.message) if era is Era.MODERN else call.message
 
         async def work() -> JsonObject:
-            response = await self._handle(method, message, route, link_for, era=era, lists=lists)
+            response = await self._handle(method, message, route, link_for, era=era, lists=lists, ask=ask)
             return to_modern_response(method, response) if era is Era.MODERN else response
 
         if relay is None:
@@ -249,6 +285,7 @@ class Aggregator:
         *,
         era: Era,
         lists: ListFilter | None,
+        ask: Ask | None = None,
     ) -> JsonObject:
         request_id = message.get("id")
         params = message.get("params") if isinstance(message.get("params"), dict) else {}
@@ -261,7 +298,12 @@ class Aggregator:
             await asyncio.gather(*(self._try(e, message, route, link_for) for e in self._entries.values()))
             return {"jsonrpc": "2.0", "id": request_id, "result": {}}
         entry, rewritten = self._target(method, params)
-        link = await link_for(entry)
+        try:
+            link = await link_for(entry)
+        except ConnectionRequired as err:
+            if ask is None or method not in ASKING_METHODS:
+                raise
+            return ask(err)
         try:
             response = await link.request({**message, "params": rewritten}, route)
         except UpstreamRejectedCredentials as err:

@@ -152,9 +152,27 @@ class ConnectGate:
         *,
         capabilities: object,
         declined: bool = False,
+        endpoint: str | None = None,
     ) -> Reply:
         """The answer to a request that needs the connection (tools/call, prompts/get,
         resources/read): the connect request in the client's era, or the link in an error."""
+        message = self.ask_message(
+            call, principal, err, capabilities=capabilities, declined=declined, endpoint=endpoint
+        )
+        return MessageReply(messages=single(message), upstream=err.upstream)
+
+    def ask_message(
+        self,
+        call: InboundCall,
+        principal: Principal,
+        err: ConnectionRequired,
+        *,
+        capabilities: object,
+        declined: bool = False,
+        endpoint: str | None = None,
+    ) -> JsonObject:
+        """:meth:`ask` as the JSON-RPC message. ``endpoint``: what the retry's requestState is
+        bound to (the upstream's own endpoint by default; the aggregate endpoint names its own)."""
         if declined:
             return self._tool_error(
                 call, err, f"The request needs your {err.label} account, which is not connected."
@@ -169,9 +187,9 @@ class ConnectGate:
                             "params": {"mode": "url", "url": err.url, "message": err.prompt},
                         }
                     },
-                    "requestState": self._state(call, principal, err.upstream, err.connection),
+                    "requestState": self._state(call, principal, endpoint or err.upstream, err.connection),
                 }
-                return _reply(call, {"result": result}, err.upstream)
+                return _message(call, {"result": result})
             error = {
                 "code": URL_ELICITATION_REQUIRED,
                 "message": "URL elicitation required: " + err.prompt,
@@ -186,17 +204,17 @@ class ConnectGate:
                     ]
                 },
             }
-            return _reply(call, {"error": error}, err.upstream)
+            return _message(call, {"error": error})
         return self._tool_error(call, err, f"{err.prompt} Open this link in your browser: {err.url}")
 
     @staticmethod
-    def _tool_error(call: InboundCall, err: ConnectionRequired, text: str) -> Reply:
+    def _tool_error(call: InboundCall, err: ConnectionRequired, text: str) -> JsonObject:
         if call.method != "tools/call":
             raise err
         result: JsonObject = {"content": [{"type": "text", "text": text}], "isError": True}
         if call.era is Era.MODERN:
             result["resultType"] = "complete"
-        return _reply(call, {"result": result}, err.upstream)
+        return _message(call, {"result": result})
 
     @staticmethod
     def unconnected(call: InboundCall, err: ConnectionRequired) -> Reply | None:
@@ -277,8 +295,12 @@ def _input_key(connection: str) -> str:
     return f"bastion_connect_{connection}"
 
 
+def _message(call: InboundCall, body: JsonObject) -> JsonObject:
+    return {"jsonrpc": "2.0", "id": call.request_id, **body}
+
+
 def _reply(call: InboundCall, body: JsonObject, upstream: str) -> Reply:
-    return MessageReply(messages=single({"jsonrpc": "2.0", "id": call.request_id, **body}), upstream=upstream)
+    return MessageReply(messages=single(_message(call, body)), upstream=upstream)
 
 
 __all__ = ["ASKING_METHODS", "STATE_PREFIX", "ConnectGate", "modern_capabilities", "url_elicitation_declared"]

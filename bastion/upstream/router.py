@@ -96,7 +96,7 @@ class UpstreamStage:
         self.relays: dict[str, RelaySession] = {}
         self.mrtr = MrtrBridge()
         self.aggregate = (
-            Aggregator(self.entries, sessions, self.relays, self.mrtr, self.extensions)
+            Aggregator(self.entries, sessions, self.relays, self.mrtr, self.extensions, connect=connect)
             if settings.aggregate.enabled
             else None
         )

@@ -101,7 +101,7 @@ def stack(flow_tmp: Path) -> Iterator[tuple[Gateway, SaasProvider, SaasUpstream]
 @pytest.fixture(scope="module")
 async def setup(stack: tuple[Gateway, SaasProvider, SaasUpstream]) -> Setup:
     gateway, saas, upstream = stack
-    users = ["alice", "bob", "carol"]
+    users = ["alice", "bob", "carol", "dave"]
     await add_users(gateway, dict.fromkeys(users, PASSWORD))
     tokens = {}
     for user in users:
@@ -253,6 +253,35 @@ async def test_a_forwarded_link_does_not_attach_another_users_account(setup: Set
 
 async def page_count_continue(body: str) -> int:
     return body.count("Continue")
+
+
+async def test_the_aggregate_endpoint_asks_too(setup: Setup, chromium: Path) -> None:
+    """dave, on the aggregate /mcp with a 2026-07-28 client: the CRM's tools are not listed before
+    he connects, calling one asks him to connect, and the SDK's retry reaches the CRM as dave."""
+    gateway = setup.gateway
+    token = await user_token(
+        gateway.base, client_id="claude", resource=gateway.url(), username="dave", password=PASSWORD
+    )
+    asked: list[str] = []
+
+    async def elicit(_context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        assert isinstance(params, types.ElicitRequestURLParams), params
+        asked.append(params.url)
+        await connect_in_chromium(chromium, params.url, "dave", provider_login="alice")
+        return types.ElicitResult(action="accept")
+
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    async with (
+        httpx2.AsyncClient(headers=headers, timeout=60) as http,
+        sdk_client(gateway.url(), http, mode="auto", elicitation_callback=elicit) as client,
+    ):
+        before = [t.name for t in (await client.list_tools()).tools]
+        result = await client.call_tool("crm__whoami", {})
+        after = [t.name for t in (await client.list_tools()).tools]
+    assert "crm__whoami" not in before
+    assert len(asked) == 1
+    assert json.loads(text(result))["sub"] == "crm-user-alice"  # dave's account at the CRM
+    assert "crm__whoami" in after
 
 
 async def test_no_downstream_token_reaches_a_client_a_log_or_the_audit(setup: Setup) -> None:
