@@ -13,6 +13,7 @@ gets the link in a tool error, and a forwarded link does not work for another us
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from collections.abc import Iterator
@@ -199,10 +200,17 @@ async def test_legacy_client_gets_32042_then_succeeds_with_its_own_token(
     async def elicit(_context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
         return types.ElicitResult(action="decline")  # declares URL elicitation; never asked here
 
+    received: list[str] = []
+
+    async def on_message(message: Any) -> None:  # the session's GET stream, among others
+        received.append(repr(message))
+
     url = setup.gateway.url("crm")
     async with (
         httpx2.AsyncClient(headers=setup.headers("bob"), timeout=60) as http,
-        sdk_client(url, http, mode="legacy", elicitation_callback=elicit) as client,
+        sdk_client(
+            url, http, mode="legacy", elicitation_callback=elicit, message_handler=on_message
+        ) as client,
     ):
         with pytest.raises(MCPError) as caught:
             await client.call_tool("whoami", {})
@@ -212,6 +220,11 @@ async def test_legacy_client_gets_32042_then_succeeds_with_its_own_token(
         assert elicitation["elicitationId"]
         assert "bob" not in elicitation["url"]
         await connect_in_chromium(chromium, elicitation["url"], "bob")
+        for _ in range(50):  # Bastion tells the session when the connect flow finished
+            if any(elicitation["elicitationId"] in m for m in received):
+                break
+            await asyncio.sleep(0.2)
+        assert any(elicitation["elicitationId"] in m and "complete" in m.lower() for m in received), received
         result = await client.call_tool("whoami", {})
         assert json.loads(text(result))["sub"] == "crm-user-bob"
         names = [t.name for t in (await client.list_tools()).tools]
