@@ -46,3 +46,22 @@ async def connect_account(
                 provider_browser, at_provider, login=provider_login or username, stop_prefix=callback
             )
         return await http.get(urljoin(callback, back.headers["location"]))
+
+
+async def paste_api_key(
+    base: str, connection: str, *, username: str, password: str, key: str
+) -> httpx2.Response:
+    """Sign in to Bastion and save ``key`` on the connection's paste page; the page answered."""
+    async with httpx2.AsyncClient(follow_redirects=False, timeout=30) as http:
+        start = f"{base}/connect/{connection}"
+        response = await http.get(start)
+        if response.is_redirect:
+            form = hidden_fields((await http.get(urljoin(start, response.headers["location"]))).text)
+            signed_in = await http.post(
+                f"{base}/login", data={**form, "username": username, "password": password}
+            )
+            assert signed_in.is_redirect, signed_in.text[:800]
+            response = await http.get(urljoin(base, signed_in.headers["location"]))
+        assert response.status_code == 200, response.text[:800]
+        fields = hidden_fields(response.text)
+        return await http.post(start, data={**fields, "api_key": key})
