@@ -39,6 +39,7 @@ from tests.support.interop_oauth import CHROMIUM, missing
 from tests.support.oauth import REDIRECT_URI, add_users, gateway_store, user_token
 from tests.support.procs import free_port
 from tests.support.saas import SaasUpstream, credential_hash, saas_upstream_for
+from tests.support.wire import ACCEPT, MODERN
 
 pytestmark = pytest.mark.timeout(180)
 PASSWORD = "correct horse battery"
@@ -313,3 +314,59 @@ async def test_no_downstream_token_reaches_a_client_a_log_or_the_audit(setup: Se
     for secret in secrets:
         for output in outputs:
             assert secret not in output
+
+
+def modern_call(request_id: int, **extra: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    meta = {
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"url": {}}},
+    }
+    params = {"name": "whoami", "arguments": {}, "_meta": meta, **extra}
+    body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": params}
+    headers = {
+        "accept": ACCEPT,
+        "mcp-protocol-version": MODERN,
+        "mcp-method": "tools/call",
+        "mcp-name": "whoami",
+    }
+    return body, headers
+
+
+async def rpc_post(url: str, token: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, Any]:
+    async with httpx2.AsyncClient(timeout=30) as http:
+        response = await http.post(url, json=body, headers={**headers, "authorization": f"Bearer {token}"})
+    raw = response.text
+    if raw.startswith(("event:", "data:", ":")):
+        raw = [line[5:] for line in raw.splitlines() if line.startswith("data:")][-1]
+    return response.status_code, json.loads(raw)
+
+
+async def test_a_forged_or_borrowed_request_state_is_refused(setup: Setup) -> None:
+    """carol (never connected) is asked; her requestState, altered or replayed by another user
+    or for another tool, is refused with -32602, and nothing reaches the upstream."""
+    url = setup.gateway.url("crm")
+    body, headers = modern_call(1)
+    status, first = await rpc_post(url, setup.tokens["carol"], body, headers)
+    assert status == 200
+    state = first["result"]["requestState"]
+    before = len(setup.upstream.seen())
+    answers = {"bastion_connect_crm": {"action": "accept"}}
+    cases = {
+        "altered": (setup.tokens["carol"], {"requestState": state[:-3] + "AAA"}),
+        "another user": (setup.tokens["bob"], {"requestState": state}),
+        "another tool": (setup.tokens["carol"], {"requestState": state, "name": "crm_update"}),
+        "garbage": (setup.tokens["carol"], {"requestState": "bastion-connect.%%%"}),
+    }
+    for case, (token, extra) in cases.items():
+        retry, retry_headers = modern_call(2, inputResponses=answers, **extra)
+        if extra.get("name"):
+            retry_headers["mcp-name"] = str(extra["name"])
+        status, answer = await rpc_post(url, token, retry, retry_headers)
+        assert status == 400, (case, answer)
+        assert answer["error"]["code"] == -32602, (case, answer)
+    # the genuine retry, still unconnected, is asked again
+    retry, retry_headers = modern_call(3, inputResponses=answers, requestState=state)
+    status, again = await rpc_post(url, setup.tokens["carol"], retry, retry_headers)
+    assert status == 200
+    assert again["result"]["resultType"] == "input_required"
+    assert len(setup.upstream.seen()) == before
