@@ -65,3 +65,30 @@ async def paste_api_key(
         assert response.status_code == 200, response.text[:800]
         fields = hidden_fields(response.text)
         return await http.post(start, data={**fields, "api_key": key})
+
+
+async def sign_in(http: httpx2.AsyncClient, base: str, username: str, password: str) -> None:
+    """Sign ``http`` (a browser: its cookie jar) in to Bastion's pages as ``username``."""
+    form = hidden_fields((await http.get(f"{base}/login")).text)
+    response = await http.post(f"{base}/login", data={**form, "username": username, "password": password})
+    assert response.is_redirect, response.text[:800]
+
+
+async def start_connect(http: httpx2.AsyncClient, base: str, connection: str, query: str = "") -> str:
+    """Confirm on ``/connect/<connection>`` (signed in already); the provider URL it sends to."""
+    page = await http.get(f"{base}/connect/{connection}{query}")
+    assert page.status_code == 200, page.text[:800]
+    continued = await http.post(
+        f"{base}/connect/{connection}", data={**hidden_fields(page.text), "decision": "continue"}
+    )
+    assert continued.is_redirect, continued.text[:800]
+    return str(continued.headers["location"])
+
+
+async def provider_callback(provider_url: str, login: str, base: str) -> str:
+    """Sign in at the provider (its own browser session); the callback URL it sends back to."""
+    async with httpx2.AsyncClient(timeout=30) as provider_browser:
+        back = await idp_sign_in(
+            provider_browser, provider_url, login=login, stop_prefix=f"{base}/connect/callback"
+        )
+    return urljoin(f"{base}/connect/callback", back.headers["location"])
