@@ -27,6 +27,8 @@ from bastion.config.upstream_auth import (
     ClientSuppliedAuth,
     EmaUpstreamAuth,
     ServiceAuth,
+    TokenExchangeAuth,
+    UpstreamOAuthAuth,
     UserApiKeyAuth,
     UserOAuthAuth,
 )
@@ -44,6 +46,7 @@ from bastion.upstream.connect_gate import ConnectGate
 from bastion.upstream.router import UpstreamStage
 from bastion.upstream.sessions import SessionManager
 from bastion.vault.ema import EmaUpstreamCredentials
+from bastion.vault.exchange import TokenExchangeCredentials, exchange_client
 from bastion.vault.sources import ConnectionCredentials, ServiceCredentials
 from bastion.vault.stage import CredentialSource, Vault
 from bastion.vault.supplied import SuppliedCredentials
@@ -164,13 +167,15 @@ class BastionApp:
                 sources[upstream.name] = ServiceCredentials(
                     upstream.name, auth, stdio=upstream.stdio is not None
                 )
-            if isinstance(auth, UserOAuthAuth | UserApiKeyAuth):
+            if isinstance(auth, UserOAuthAuth | UserApiKeyAuth | UpstreamOAuthAuth):
                 assert self.authority is not None  # config: these modes need auth.enabled
                 connections = self.authority.connections
                 sources[upstream.name] = ConnectionCredentials(
                     upstream.name,
                     auth,
-                    label=connections.label(auth.connection),
+                    label=connections.label(
+                        upstream.name if isinstance(auth, UpstreamOAuthAuth) else auth.connection
+                    ),
                     tokens=connections.vault,
                     intents=connections.intents,
                     stdio=upstream.stdio is not None,
@@ -183,6 +188,18 @@ class BastionApp:
                 )
                 self._closers.append(source.aclose)
                 sources[upstream.name] = source
+            if isinstance(auth, TokenExchangeAuth):
+                assert self.authority is not None  # config: token_exchange needs auth.enabled
+                idp = next(p for p in self.settings.identity_providers if p.name == auth.identity_provider)
+                exchange = TokenExchangeCredentials(
+                    upstream.name,
+                    auth,
+                    self.authority.subject_tokens(auth.identity_provider),
+                    exchange_client(auth, idp),
+                    stdio=upstream.stdio is not None,
+                )
+                self._closers.append(exchange.aclose)
+                sources[upstream.name] = exchange
         return sources
 
     def _connect_gate(self) -> ConnectGate | None:

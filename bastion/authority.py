@@ -12,17 +12,19 @@ import ssl
 import time
 from dataclasses import dataclass, field
 
+import httpx2
 from starlette.routing import BaseRoute
 
 from bastion.audit import events
 from bastion.authn.access import AccessTokenAuthenticator, EndpointAccess
 from bastion.authn.bearer import BearerVerifier
 from bastion.config.model import Settings
-from bastion.config.upstream_auth import BASTION_ISSUER
-from bastion.core.credentials import IdJagSource
+from bastion.config.upstream_auth import BASTION_ISSUER, UpstreamOAuthAuth
+from bastion.core.credentials import IdJagSource, SubjectTokenSource
 from bastion.core.errors import ConfigError
 from bastion.core.revocations import RevokedTokens
 from bastion.core.stages import AuditSink
+from bastion.idp.exchange_subjects import subject_token_sources
 from bastion.idp.idjag import idjag_sources
 from bastion.idp.oidc import IdpError, OidcProvider
 from bastion.idp.presets import resolve
@@ -47,7 +49,10 @@ from bastion.vault.intents import ConnectIntents
 from bastion.vault.keys import check_vault_keys, load_vault_keys
 from bastion.vault.presets import ResolvedConnection, resolve_all
 from bastion.vault.provider import Providers
+from bastion.vault.rfc7591 import Registrations
+from bastion.vault.upstream_oauth import UpstreamOAuthSetup, placeholder
 from bastion.web.browser import BrowserSessions
+from bastion.web.client_metadata import client_metadata_route
 from bastion.web.connect import ConnectPages
 from bastion.web.federation import FederatedLogin
 from bastion.web.flow import AuthorizationFlow
@@ -68,6 +73,7 @@ class Connections:
     vault: ConnectionVault
     intents: ConnectIntents
     request_state_key: bytes  # MACs the requestState of Bastion's own URL elicitations
+    http: httpx2.AsyncClient | None = None  # upstream_oauth discovery and registration (closed here)
 
     def label(self, name: str) -> str:
         return next((c.label for c in self.resolved if c.name == name), name)
@@ -77,8 +83,25 @@ def _connections(
     settings: Settings, store: Store, cipher: VaultCipher, master: bytes, replica: str
 ) -> Connections:
     resolved = resolve_all(settings.connections)
-    providers = Providers(resolved)
+    implicit = [(u, u.auth) for u in settings.upstreams if isinstance(u.auth, UpstreamOAuthAuth)]
+    http = httpx2.AsyncClient(follow_redirects=False) if implicit else None
+    setups = {}
+    if http is not None:  # upstream_oauth: each such upstream is a connection of its own name
+        registrations = Registrations(store.vault, cipher)
+        for upstream, auth in implicit:
+            assert upstream.http is not None  # config: upstream_oauth needs an http upstream
+            resolved = (*resolved, placeholder(upstream.name, auth))
+            setups[upstream.name] = UpstreamOAuthSetup(
+                upstream.name,
+                upstream.http.url,
+                auth,
+                public_url=settings.public_url,
+                registrations=registrations,
+                http=http,
+            )
+    providers = Providers(resolved, http=http, setups=setups)
     return Connections(
+        http=http,
         resolved=resolved,
         providers=providers,
         vault=ConnectionVault(store.vault, cipher, providers, resolved, replica_id=replica),
@@ -96,6 +119,8 @@ class Authority:
     bridge_source: BridgeIdJagSource | None = None  # ID-JAGs from Bastion's own bridge (Role 3)
     id_tokens: IdTokenSubjects | None = None
     idp_id_jags: dict[str, IdJagSource] = field(default_factory=dict)  # by identity provider name
+    # the users' sign-ins as subject tokens of token exchanges, by identity provider name
+    idp_subject_tokens: dict[str, SubjectTokenSource] = field(default_factory=dict)
     # seals and opens users' downstream credentials (issue #7); checked against the store at startup
     vault_cipher: VaultCipher = field(kw_only=True)
     connections: Connections = field(kw_only=True)
@@ -111,8 +136,18 @@ class Authority:
             raise ConfigError(f"id_jag_issuer '{issuer}' is not an identity provider")
         return source
 
+    def subject_tokens(self, provider_name: str) -> SubjectTokenSource:
+        """The users' sign-ins through ``provider_name`` as subject tokens, for an ``auth: {type:
+        token_exchange}`` upstream (its ``identity_provider``)."""
+        source = self.idp_subject_tokens.get(provider_name)
+        if source is None:
+            raise ConfigError(f"identity_provider '{provider_name}' is not an identity provider")
+        return source
+
     async def aclose(self) -> None:
         await self.connections.providers.aclose()
+        if self.connections.http is not None:
+            await self.connections.http.aclose()
         for provider in self.providers:
             await provider.aclose()
         if self.id_tokens is not None:
@@ -294,6 +329,8 @@ async def build_authority(
             vault=connections.vault,
         )
         routes += [*connect.routes(), *mine.routes()]
+    if connections.http is not None:  # upstream_oauth: Bastion's Client ID Metadata Document
+        routes.append(client_metadata_route(issuer))
     authority = Authority(
         ctx,
         authenticator,
@@ -302,6 +339,7 @@ async def build_authority(
         bridge_source=bridge_source,
         id_tokens=id_tokens,
         idp_id_jags=dict(idjag_sources(settings, store, providers, derive_key(master, "idp-session"))),
+        idp_subject_tokens=dict(subject_token_sources(providers, store, derive_key(master, "idp-session"))),
         vault_cipher=cipher,
         connections=connections,
     )

@@ -11,18 +11,16 @@ from pydantic import Field, field_validator, model_validator
 
 from bastion.config.auth import Auth
 from bastion.config.base import ConfigModel
+from bastion.config.checks import check_upstream_auth
 from bastion.config.clients import OAuthClient
 from bastion.config.connections import Connection, connection_errors
 from bastion.config.ema import Ema
 from bastion.config.idp import IdentityProvider
 from bastion.config.policy import PolicyRule, PolicySettings, policy_settings_errors, rule_errors
 from bastion.config.upstream_auth import (
-    BASTION_ISSUER,
-    ClientSuppliedAuth,
-    EmaUpstreamAuth,
     NoUpstreamAuth,
-    ServiceAuth,
     UpstreamAuth,
+    UpstreamOAuthAuth,
     UserApiKeyAuth,
     UserOAuthAuth,
 )
@@ -348,6 +346,11 @@ class Settings(ConfigModel):
         kinds = {c.name: c.type for c in self.connections}
         for upstream in self.upstreams:
             auth = upstream.auth
+            if isinstance(auth, UpstreamOAuthAuth) and upstream.name in kinds:
+                errors.append(
+                    f"upstream '{upstream.name}': auth.type upstream_oauth makes a connection of that name, "
+                    "and connections has one already"
+                )
             if isinstance(auth, UserOAuthAuth | UserApiKeyAuth):
                 wanted = "oauth" if isinstance(auth, UserOAuthAuth) else "api_key"
                 kind = kinds.get(auth.connection)
@@ -414,36 +417,11 @@ class Settings(ConfigModel):
                     f"upstream '{upstream.name}': identity_provider "
                     f"'{upstream.identity_provider}' is not configured"
                 )
-            self._check_upstream_auth(upstream, names)
-
-    def _check_upstream_auth(self, upstream: Upstream, providers: list[str]) -> None:
-        auth = upstream.auth
-        if isinstance(auth, ClientSuppliedAuth) and upstream.http is None:
-            raise ValueError(f"upstream '{upstream.name}': auth.type client_supplied needs an http upstream")
-        if isinstance(auth, ServiceAuth | UserOAuthAuth | UserApiKeyAuth):
-            if upstream.stdio is not None and auth.env is None:
-                raise ValueError(
-                    f"upstream '{upstream.name}': auth.type {auth.type} on a stdio upstream needs env "
-                    "(the environment variable that carries the credential)"
-                )
-            if not isinstance(auth, ServiceAuth) and not self.auth.enabled:
-                raise ValueError(
-                    f"upstream '{upstream.name}': auth.type {auth.type} needs auth.enabled "
-                    "(each user must be known)"
-                )
-        if not isinstance(auth, EmaUpstreamAuth):
-            return
-        where = f"upstream '{upstream.name}': auth.type ema"
-        if upstream.http is None:
-            raise ValueError(f"{where} needs an http upstream")
-        if not self.auth.enabled:
-            raise ValueError(f"{where} needs auth.enabled (each user must be known)")
-        if auth.id_jag_issuer == BASTION_ISSUER:
-            if not self.ema.bridge.enabled:
-                raise ValueError(f"{where}: id_jag_issuer 'bastion' needs ema.bridge.enabled")
-        elif auth.id_jag_issuer not in providers:
-            raise ValueError(
-                f"{where}: id_jag_issuer '{auth.id_jag_issuer}' is neither 'bastion' nor an identity provider"
+            check_upstream_auth(
+                upstream,
+                providers=names,
+                auth_enabled=self.auth.enabled,
+                bridge_enabled=self.ema.bridge.enabled,
             )
 
     @property

@@ -7,12 +7,16 @@ the aggregate ``/mcp``), so nothing is fetched for upstreams a call never reache
 Enterprise-Managed Authorization towards an upstream needs an ID-JAG for the user. Who mints it
 is a deployment choice (the enterprise IdP by token exchange, or Bastion's own bridge); both
 implement :class:`IdJagSource`, which the vault uses without knowing which one it has.
+
+A token exchange towards an upstream (RFC 8693, or Entra's on-behalf-of flow) presents a token
+of the user's sign-in at an enterprise IdP: :class:`SubjectTokenSource` hands it out, and the
+vault never learns how IdP sessions keep it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from bastion.core.records import UpstreamCredential
 
@@ -58,6 +62,60 @@ class IdJagUnavailable(Exception):
 
 class IdJagSource(Protocol):
     async def id_jag(self, request: IdJagRequest) -> IdJag: ...
+
+
+# OAuth error codes of a token endpoint that a new (or stronger) sign-in at the IdP can cure
+SIGN_IN_ERRORS = frozenset(
+    {"insufficient_user_authentication", "login_required", "interaction_required", "consent_required"}
+)
+
+SubjectTokenKind = Literal["id_token", "access_token"]
+ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"  # noqa: S105 - RFC 8693 §3 URNs
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectToken:
+    """A token of the user's sign-in at an identity provider, to present in a token exchange
+    (RFC 8693 ``subject_token``, or the ``assertion`` of Entra's on-behalf-of flow)."""
+
+    token: str = field(repr=False)  # a secret: never logged
+    token_type: str  # its RFC 8693 token type URN (ID_TOKEN_TYPE or ACCESS_TOKEN_TYPE)
+    expires_at: float
+
+
+class SubjectTokenUnavailable(Exception):
+    """No subject token for this user now. ``sign_in`` is true when signing in to Bastion again
+    through the identity provider would help; the message is safe to show the user."""
+
+    def __init__(self, message: str, *, sign_in: bool = False, detail: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.sign_in = sign_in
+        self.detail = detail
+
+
+class SubjectTokenSource(Protocol):
+    """The user's tokens from their sign-in at one identity provider (``identity_providers:``),
+    for a token exchange on their behalf (``upstreams[].auth: {type: token_exchange}``)."""
+
+    @property
+    def label(self) -> str:
+        """The identity provider's name for people ("Microsoft", "Keycloak")."""
+        ...
+
+    async def token_endpoint(self) -> str:
+        """The identity provider's own token endpoint (from its discovery document); raises
+        :class:`SubjectTokenUnavailable` when it cannot be read now."""
+        ...
+
+    async def subject_token(
+        self, user_id: str, *, kind: SubjectTokenKind, scopes: tuple[str, ...] = ()
+    ) -> SubjectToken:
+        """The ID token of the user's sign-in (``id_token``), or an access token obtained for
+        ``scopes`` with the sign-in's refresh token (``access_token``); raises
+        :class:`SubjectTokenUnavailable`."""
+        ...
 
 
 CLIENT_SUPPLIED = "client_supplied"  # UpstreamCredential.mode of a token the client supplied

@@ -87,7 +87,8 @@ class IssuedIdJag:
 class TokenSet:
     id_token: str | None = field(repr=False)
     refresh_token: str | None = field(repr=False)
-    expires_in: int | None = None
+    expires_in: int | None = None  # of the access token
+    access_token: str | None = field(default=None, repr=False)
 
 
 class OidcProvider:
@@ -328,10 +329,13 @@ class OidcProvider:
             return exc.detail
         return "accepted"
 
-    async def refresh(self, refresh_token: str) -> TokenSet:
-        return _token_set(
-            await self._token_request({"grant_type": "refresh_token", "refresh_token": refresh_token})
-        )
+    async def refresh(self, refresh_token: str, *, scopes: tuple[str, ...] = ()) -> TokenSet:
+        """``scopes``: ask for an access token for these (e.g. Entra's ``api://<app>/.default``)
+        instead of the sign-in's own scopes."""
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        if scopes:
+            form["scope"] = " ".join(scopes)
+        return _token_set(await self._token_request(form))
 
     async def request_id_jag(
         self, subject_token: str, *, audience: str, resource: str | None, scopes: tuple[str, ...] = ()
@@ -448,10 +452,12 @@ def _token_set(body: dict[str, Any]) -> TokenSet:
         body.get("refresh_token"),
         body.get("expires_in"),
     )
+    access_token = body.get("access_token")
     return TokenSet(
         id_token=id_token if isinstance(id_token, str) else None,
         refresh_token=refresh_token if isinstance(refresh_token, str) else None,
         expires_in=int(expires_in) if isinstance(expires_in, int | float) else None,
+        access_token=access_token if isinstance(access_token, str) else None,
     )
 
 

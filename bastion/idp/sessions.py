@@ -10,7 +10,9 @@ temporarily without ending anything. A provider removed from the configuration e
 sessions.
 
 The session also keeps the ID token of the sign-in (sealed the same way, with its ``exp``): the
-subject token Bastion exchanges at the IdP for the user's ID-JAGs (``idjag.py``). When a refresh
+subject token Bastion exchanges at the IdP for the user's ID-JAGs (``idjag.py``) and for
+upstream tokens (``session_tokens.py``; a ``token_exchange`` upstream may instead want an IdP
+access token, obtained with the refresh token for its scopes, never stored). When a refresh
 at the IdP returns a new ID token, it is verified (signature, issuer, audience, the same user)
 and replaces the stored one. Refreshes of one session are serialised within a process, and the
 session is read again under the lock, so a rotated refresh token is never presented twice.
@@ -143,6 +145,14 @@ class IdpSessions:
         Raises :class:`InvalidIdpGrant` when the session is over (the IdP refused the refresh
         token, or it cannot be opened: the session is deleted) and :class:`IdpError` when the
         IdP could not be asked (nothing changes)."""
+        return (await self.renew(provider, session))[1]
+
+    async def renew(
+        self, provider: OidcProvider, session: IdpSession, *, scopes: tuple[str, ...] = ()
+    ) -> tuple[TokenSet, tuple[str, float] | None]:
+        """:meth:`refresh`, asking the IdP for an access token for ``scopes`` (its default ones
+        when empty); returns its whole answer as well (whose access token a token exchange
+        presents) besides the verified new ID token."""
         session_id = session.session_id
         token = (
             open_text(self._key, session.sealed_refresh_token, session_id)
@@ -161,7 +171,7 @@ class IdpSessions:
                 detail="no usable refresh token",
             )
         try:
-            tokens = await provider.refresh(token)
+            tokens = await provider.refresh(token, scopes=scopes)
         except InvalidIdpGrant:
             await self._store.idp_sessions.delete(session_id)
             raise
@@ -171,7 +181,7 @@ class IdpSessions:
         fresh = await self._verified_id_token(provider, session, tokens)
         if fresh is None:
             await self._store.idp_sessions.update_token(session_id, sealed, now)
-            return None
+            return tokens, None
         id_token, exp = fresh
         await self._store.idp_sessions.update_token(
             session_id,
@@ -180,7 +190,7 @@ class IdpSessions:
             sealed_id_token=seal_text(self._key, id_token, session_id),
             id_token_expires_at=exp,
         )
-        return fresh
+        return tokens, fresh
 
     async def _verified_id_token(
         self, provider: OidcProvider, session: IdpSession, tokens: TokenSet

@@ -26,13 +26,12 @@ import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 
-from bastion.config.upstream_auth import EmaUpstreamAuth
 from bastion.core.errors import UpstreamCredentialsUnavailable
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -64,6 +63,21 @@ class UpstreamAuthorization:
     issuer: str  # its authorization server's issuer identifier (an ID-JAG's audience)
     token_endpoint: str
     scopes: tuple[str, ...]  # asked for at the token endpoint (empty: none)
+    # the authorization server's whole metadata document (upstream_oauth reads more of it)
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+class Pinned(Protocol):
+    """What an administrator may pin in ``upstreams[].auth`` instead of discovering it."""
+
+    @property
+    def resource(self) -> str | None: ...
+
+    @property
+    def authorization_server(self) -> str | None: ...
+
+    @property
+    def scopes(self) -> list[str]: ...
 
 
 def https_or_loopback(url: str) -> bool:
@@ -131,11 +145,15 @@ class Discovery:
         self,
         upstream: str,
         url: str,
-        auth: EmaUpstreamAuth,
+        auth: Pinned,
         http: httpx2.AsyncClient,
         *,
         clock: Callable[[], float] = time.time,
+        grant: str | None = JWT_BEARER,
     ) -> None:
+        """``grant``: a grant type the authorization server must not leave out of its
+        ``grant_types_supported`` (None: any)."""
+        self._grant = grant
         self._upstream = upstream
         self._url = url
         self._auth = auth
@@ -173,9 +191,9 @@ class Discovery:
             prm = await self._protected_resource_metadata()
         resource = auth.resource or str(prm["resource"])
         issuer = auth.authorization_server or self._first_authorization_server(prm)
-        token_endpoint = await self._token_endpoint(issuer)
+        token_endpoint, metadata = await self._token_endpoint(issuer)
         scopes = tuple(auth.scopes) or self._published_scopes(prm)
-        return UpstreamAuthorization(resource, issuer, token_endpoint, scopes)
+        return UpstreamAuthorization(resource, issuer, token_endpoint, scopes, metadata)
 
     async def _protected_resource_metadata(self) -> dict[str, Any]:
         expected = self._auth.resource or self._url
@@ -247,7 +265,7 @@ class Discovery:
             return ()
         return tuple(s for s in published if isinstance(s, str) and s and " " not in s)
 
-    async def _token_endpoint(self, issuer: str) -> str:
+    async def _token_endpoint(self, issuer: str) -> tuple[str, dict[str, Any]]:
         candidates = as_metadata_candidates(issuer)
         for candidate in candidates:
             metadata = await self._get_json(candidate, "authorization server metadata")
@@ -266,13 +284,13 @@ class Discovery:
                     f"{candidate}: token_endpoint {str(endpoint)[:200]!r}",
                 )
             grants = metadata.get("grant_types_supported")
-            if isinstance(grants, list) and JWT_BEARER not in grants:
+            if self._grant == JWT_BEARER and isinstance(grants, list) and JWT_BEARER not in grants:
                 raise _Failure(
                     "its authorization server does not accept ID-JAGs (no jwt-bearer grant); it cannot "
                     "be used with Enterprise-Managed Authorization",
                     f"{candidate}: grant_types_supported lacks {JWT_BEARER}",
                 )
-            return endpoint
+            return endpoint, metadata
         raise _Failure(
             "its authorization server publishes no metadata",
             f"no metadata at {', '.join(candidates)}",
@@ -300,6 +318,7 @@ class Discovery:
 __all__ = [
     "JWT_BEARER",
     "Discovery",
+    "Pinned",
     "ResponseTooLarge",
     "UpstreamAuthorization",
     "as_metadata_candidates",

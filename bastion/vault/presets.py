@@ -193,6 +193,10 @@ class ResolvedOAuth:
     nested_tokens: str | None
     revocation_style: RevocationStyle
     timeout: float
+    # sent with every token request too (upstream_oauth: the RFC 8707 resource)
+    token_params: tuple[tuple[str, str], ...] = ()
+    # RFC 9207: the provider sends ``iss`` with its authorization responses, and they must carry it
+    iss_parameter: bool = False
 
 
 @dataclass(frozen=True, slots=True)

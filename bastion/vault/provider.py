@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote_plus, urlencode
 
 import httpx2
@@ -64,6 +64,13 @@ class Endpoints:
     userinfo_endpoint: str | None
 
 
+class OAuthSetup(Protocol):
+    """Finds a connection's provider settings at run time (``upstream_oauth``: discovery and
+    registration); raises :class:`ProviderUnavailable`."""
+
+    async def resolve(self) -> ResolvedConnection: ...
+
+
 class ProviderClient:
     """One OAuth connection's provider."""
 
@@ -73,6 +80,7 @@ class ProviderClient:
         http: httpx2.AsyncClient,
         *,
         clock: Callable[[], float] = time.time,
+        setup: OAuthSetup | None = None,
     ) -> None:
         if connection.oauth is None:
             raise ValueError(f"connection {connection.name!r} is not an OAuth connection")
@@ -82,8 +90,9 @@ class ProviderClient:
         self._clock = clock
         oauth = self._oauth
         self._endpoints = Endpoints(*(getattr(oauth, name) for name in _ENDPOINTS))
-        self._discovered = oauth.issuer is None or None not in (
-            getattr(self._endpoints, n) for n in _ENDPOINTS
+        self._setup = setup
+        self._discovered = setup is None and (
+            oauth.issuer is None or None not in (getattr(self._endpoints, n) for n in _ENDPOINTS)
         )
         self._failure: tuple[float, ProviderUnavailable] | None = None
         self._lock = asyncio.Lock()
@@ -114,6 +123,8 @@ class ProviderClient:
             if self._failure is not None and self._clock() - self._failure[0] < RETRY_AFTER_S:
                 raise self._failure[1]
             try:
+                if self._setup is not None:
+                    return self._set_up(await self._setup.resolve())
                 metadata = await self._metadata()
             except ProviderUnavailable as exc:
                 self._failure = (self._clock(), exc)
@@ -126,6 +137,21 @@ class ProviderClient:
             self._endpoints = Endpoints(*(getattr(current, n) or found[n] for n in _ENDPOINTS))
             self._discovered, self._failure = True, None
             return self._endpoints
+
+    def _set_up(self, connection: ResolvedConnection) -> Endpoints:
+        assert connection.oauth is not None
+        self.connection, self._oauth = connection, connection.oauth
+        self._endpoints = Endpoints(*(getattr(connection.oauth, name) for name in _ENDPOINTS))
+        self._discovered, self._failure = True, None
+        return self._endpoints
+
+    def issuer_matches(self, iss: str | None) -> bool:
+        """RFC 9207 on an authorization response: its ``iss`` must be the provider's issuer (when
+        it is known), and must be there when the provider says it always sends it."""
+        oauth = self._oauth
+        if iss is None:
+            return not oauth.iss_parameter
+        return oauth.issuer is None or iss == oauth.issuer
 
     async def _metadata(self) -> Mapping[str, Any]:
         issuer = self._oauth.issuer
@@ -209,6 +235,7 @@ class ProviderClient:
         endpoint = await self._endpoint("token_endpoint")
         if endpoint is None:
             raise ProviderUnavailable(f"{self.connection.label} has no token endpoint")
+        form |= dict(self._oauth.token_params)
         headers = {"accept": "application/json", "user-agent": USER_AGENT} | self._authenticate(form)
         asked_at = self._clock()
         status, body = await self._send("POST", endpoint, headers=headers, data=form)
@@ -337,11 +364,16 @@ class Providers:
         *,
         http: httpx2.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
+        setups: Mapping[str, OAuthSetup] | None = None,
     ) -> None:
+        """``setups``: by connection name, those whose settings are found at run time."""
         self._own_http = http is None
         self._http = http or httpx2.AsyncClient(follow_redirects=False)
+        setups = setups or {}
         self._clients = {
-            c.name: ProviderClient(c, self._http, clock=clock) for c in connections if c.oauth is not None
+            c.name: ProviderClient(c, self._http, clock=clock, setup=setups.get(c.name))
+            for c in connections
+            if c.oauth is not None
         }
 
     def get(self, connection: str) -> ProviderClient | None:
@@ -378,4 +410,4 @@ class Providers:
             await self._http.aclose()
 
 
-__all__ = ["Endpoints", "ProviderClient", "Providers"]
+__all__ = ["Endpoints", "OAuthSetup", "ProviderClient", "Providers"]

@@ -17,7 +17,13 @@ import logging
 from pathlib import Path
 from typing import Protocol
 
-from bastion.config.upstream_auth import ServiceAuth, UserApiKeyAuth, UserOAuthAuth
+from bastion.config.upstream_auth import (
+    ServiceAuth,
+    TokenExchangeAuth,
+    UpstreamOAuthAuth,
+    UserApiKeyAuth,
+    UserOAuthAuth,
+)
 from bastion.core.errors import ConfigError, ConnectionRequired, UpstreamCredentialsUnavailable
 from bastion.core.records import Principal, UpstreamCredential
 from bastion.vault.intents import ConnectIntents
@@ -37,10 +43,15 @@ class AccessTokens(Protocol):
     async def forget_access_token(self, user_id: str, connection: str) -> None: ...
 
 
-class _Presenter:
+class Presenter:
     """Puts a credential where the upstream reads it: a header, or an environment variable."""
 
-    def __init__(self, auth: ServiceAuth | UserOAuthAuth | UserApiKeyAuth, *, stdio: bool) -> None:
+    def __init__(
+        self,
+        auth: ServiceAuth | UserOAuthAuth | UserApiKeyAuth | TokenExchangeAuth | UpstreamOAuthAuth,
+        *,
+        stdio: bool,
+    ) -> None:
         self._stdio = stdio
         self._header = auth.header
         self._env = auth.env
@@ -77,7 +88,7 @@ class ServiceCredentials:
     """``auth: {type: service}``: the same secret for every call, whoever makes it."""
 
     def __init__(self, upstream: str, auth: ServiceAuth, *, stdio: bool) -> None:
-        self._credential = _Presenter(auth, stdio=stdio).present(read_service_secret(auth, upstream), None)
+        self._credential = Presenter(auth, stdio=stdio).present(read_service_secret(auth, upstream), None)
 
     async def credential(self, principal: Principal) -> UpstreamCredential:
         return self._credential
@@ -87,12 +98,13 @@ class ServiceCredentials:
 
 
 class ConnectionCredentials:
-    """``auth: {type: user_oauth | user_api_key}``: the user's own credential for a connection."""
+    """``auth: {type: user_oauth | user_api_key}``: the user's own credential for a connection;
+    ``upstream_oauth``: for the connection of the upstream's own name."""
 
     def __init__(
         self,
         upstream: str,
-        auth: UserOAuthAuth | UserApiKeyAuth,
+        auth: UserOAuthAuth | UserApiKeyAuth | UpstreamOAuthAuth,
         *,
         label: str,
         tokens: AccessTokens,
@@ -100,11 +112,11 @@ class ConnectionCredentials:
         stdio: bool,
     ) -> None:
         self._upstream = upstream
-        self._connection = auth.connection
+        self._connection = upstream if isinstance(auth, UpstreamOAuthAuth) else auth.connection
         self._label = label
         self._tokens = tokens
         self._intents = intents
-        self._presenter = _Presenter(auth, stdio=stdio)
+        self._presenter = Presenter(auth, stdio=stdio)
         self._background: set[asyncio.Task[None]] = set()
 
     async def credential(self, principal: Principal) -> UpstreamCredential:
@@ -138,4 +150,4 @@ class ConnectionCredentials:
             log.warning("could not mark a %s token as refused: %s", self._connection, task.exception())
 
 
-__all__ = ["AccessTokens", "ConnectionCredentials", "ServiceCredentials", "read_service_secret"]
+__all__ = ["AccessTokens", "ConnectionCredentials", "Presenter", "ServiceCredentials", "read_service_secret"]

@@ -237,6 +237,12 @@ class ConnectPages:
         provider = self._providers.get(connection.name)
         if provider is None:  # config: every oauth connection has a provider
             return self._unknown()
+        try:  # its endpoints: read at startup, read again here if the provider was down then
+            await provider.discover()
+        except ProviderUnavailable as exc:
+            log.warning("connection %s: the provider's metadata could not be read: %s", connection.name, exc)
+            self._refuse("the provider could not be reached", user=user.user_id, connection=connection.name)
+            return self._unavailable(connection)
         state = secrets.token_urlsafe(32)  # 256 bits
         verifier, challenge = pkce_pair() if provider.uses_pkce else (None, None)
         payload = {
@@ -318,11 +324,14 @@ class ConnectPages:
         if await grants.consume(STATE_KIND, key, time.time()) is None:
             self._refuse("state used twice", user=user.user_id, connection=connection.name)
             return self._expired()
+        provider = self._providers.get(connection.name)
+        if provider is not None and not provider.issuer_matches(params.get("iss")):  # RFC 9207
+            self._refuse("response without the provider's iss", user=user.user_id, connection=connection.name)
+            return self._expired()
         error = params.get("error")
         if error is not None:
             return self._provider_error(connection, user, error)
         code = params.get("code", "")
-        provider = self._providers.get(connection.name)
         if not code or len(code) > 4096 or provider is None:
             self._refuse("callback without a code", user=user.user_id, connection=connection.name)
             return self._expired()
@@ -331,7 +340,11 @@ class ConnectPages:
             tokens = await provider.redeem(
                 code, verifier if isinstance(verifier, str) else None, self._redirect_uri
             )
-        except (ProviderRefused, ProviderUnavailable) as exc:
+        except ProviderUnavailable as exc:
+            log.warning("connection %s: the code could not be redeemed: %s", connection.name, exc)
+            self._refuse("the provider could not be reached", user=user.user_id, connection=connection.name)
+            return self._unavailable(connection)
+        except ProviderRefused as exc:
             log.warning("connection %s: the provider did not redeem the code: %s", connection.name, exc)
             self._refuse("the provider refused the code", user=user.user_id, connection=connection.name)
             return message(
@@ -356,6 +369,15 @@ class ConnectPages:
             f"{connection.label} not connected",
             f"The connection was not made ({code}). {why}",
             400,
+            MY_CONNECTIONS,
+        )
+
+    @staticmethod
+    def _unavailable(connection: ConnectionConfig) -> Response:
+        return message(
+            f"{connection.label} not connected",
+            f"{connection.label} could not be reached. Nothing was changed: try again in a few minutes.",
+            503,
             MY_CONNECTIONS,
         )
 

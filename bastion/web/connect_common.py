@@ -38,11 +38,18 @@ class ConnectProvider(Protocol):
     @property
     def uses_pkce(self) -> bool: ...
 
+    async def discover(self) -> object:
+        """Read the provider's metadata if still needed; raises ``ProviderUnavailable``."""
+
     def authorization_url(
         self, state: str, code_challenge: str | None, redirect_uri: str, scopes: Sequence[str] | None = None
     ) -> str: ...
 
     async def redeem(self, code: str, code_verifier: str | None, redirect_uri: str) -> ProviderTokens: ...
+
+    def issuer_matches(self, iss: str | None) -> bool:
+        """RFC 9207: the authorization response's ``iss`` is the provider's issuer."""
+        ...
 
 
 class ProviderLookup(Protocol):

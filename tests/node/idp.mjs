@@ -1,6 +1,6 @@
 // A real OpenID Provider for Bastion's enterprise-IdP federation tests: panva's oidc-provider
 // (pinned in package.json), configured like Microsoft Entra ID:
-//   * no dynamic client registration (no registration_endpoint), static confidential clients
+//   * no dynamic client registration (no registration_endpoint) unless `registration`, static confidential clients
 //     (client_secret_basic / client_secret_post / private_key_jwt), PKCE (S256) required;
 //   * a tenant-style issuer path (http://127.0.0.1:PORT/tenant-a/v2.0); discovery at
 //     <issuer>/.well-known/openid-configuration, like Entra;
@@ -44,6 +44,24 @@
 //   id_jag_audiences     [issuer, ...] audiences an ID-JAG may be asked for (default: any)
 //   id_jag_error         refuse every ID-JAG exchange with this OAuth error code (e.g. invalid_grant)
 //   id_jag_error_description  its error_description
+//   token_exchange       (start only) a plain RFC 8693 token exchange (tests/node/idp_exchange.mjs):
+//                        an ID token or JWT access token this provider issued to the client, for a
+//                        JWT access token with aud = the requested audience (else resource), sub =
+//                        the user, scope = the requested scope; off unless true (requests asking for
+//                        the id-jag type still go to the ID-JAG exchange when that is on)
+//   obo                  (start only) Entra's on-behalf-of flow (idp_exchange.mjs): grant_type
+//                        jwt-bearer, requested_token_use=on_behalf_of, assertion = an access token
+//                        this provider issued whose aud is the requesting client (id or api://id),
+//                        scope <api>/.default → a JWT access token for <api> (aud, scp); off unless true
+//                        Either switch also gives refresh_token grants Entra's API scopes: scope
+//                        `<api>/.default` (or an api:// scope) → a JWT access token for <api>
+//   exchange_ttl         seconds a token from those exchanges lives (default 3600)
+//   exchange_expires_in  the expires_in its answer reports (default exchange_ttl; a longer one is a
+//                        lie that lets a test see an upstream refuse a token Bastion still holds)
+//   exchange_audiences   [audience, ...] those exchanges may issue tokens for (default any):
+//                        others invalid_target (OBO: invalid_resource)
+//   exchange_error       refuse every token_exchange / obo request with this OAuth error code
+//   exchange_error_description  its error_description
 // SaaS-provider switches (a second instance plays a SaaS OAuth provider; their defaults keep the
 // Entra-like behaviour above). Plain OAuth works too: scope without openid (then no nonce, no ID
 // token), e.g. "crm:read crm:write offline_access" with resource_scope "crm:read crm:write".
@@ -67,6 +85,8 @@
 //   revocation           (start only) RFC 7009 revocation endpoint on (a client revokes its own)
 //   oauth_metadata       (start only) also serve the discovery document at the RFC 8414
 //                        location <origin>/.well-known/oauth-authorization-server<issuer path>
+//   registration         (start only) RFC 7591 dynamic client registration on (default off;
+//                        open registration, no initial access token)
 // The settings from `reject_resource` on (except those marked start only) can also be changed at
 // run time (POST /__admin/settings).
 //
@@ -93,12 +113,16 @@
 //   POST /__admin/grants/reset             zero those counters
 //   GET  /__admin/id-jag/requests          the ID-JAG exchanges received (form fields without
 //                                          the subject token, plus the authenticated client_id)
+//   GET  /__admin/exchange/requests        the token_exchange / obo requests received, likewise
+//                                          (no subject token, no assertion)
 //
 // Prints `READY <issuer>` on stdout once listening.
 import crypto from 'node:crypto';
 import http from 'node:http';
 
 import Provider, { errors } from 'oidc-provider';
+
+import { exchanges, JWT_BEARER } from './idp_exchange.mjs';
 
 const config = JSON.parse(process.env.IDP_CONFIG ?? '{}');
 if (!config.port) throw new Error('IDP_CONFIG.port is required');
@@ -109,6 +133,8 @@ const PREFIX = new URL(ISSUER).pathname.replace(/\/$/, '');
 
 const users = new Map(Object.entries(config.users ?? {}).map(([login, u]) => [login, { ...u }]));
 const ID_JAG = process.env.ID_JAG === '1' || Boolean(config.id_jag);
+const EXCHANGE = config.token_exchange === true;
+const OBO = config.obo === true;
 const idJagConfig = config.id_jag && typeof config.id_jag === 'object' ? config.id_jag : {};
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const ID_JAG_TYPE = 'urn:ietf:params:oauth:token-type:id-jag';
@@ -141,10 +167,16 @@ const settings = {
   refresh_error: config.refresh_error ?? null,
   refresh_error_description: config.refresh_error_description ?? null,
   introspection_clients: config.introspection_clients ?? null,
+  exchange_ttl: config.exchange_ttl ?? 3600,
+  exchange_expires_in: config.exchange_expires_in ?? null,
+  exchange_audiences: config.exchange_audiences ?? null,
+  exchange_error: config.exchange_error ?? null,
+  exchange_error_description: config.exchange_error_description ?? null,
 };
 const INTROSPECTION = Boolean(config.introspection);
 const REVOCATION = Boolean(config.revocation);
 const OAUTH_METADATA = Boolean(config.oauth_metadata);
+const REGISTRATION = Boolean(config.registration);
 
 // Token endpoint requests by grant_type (GET /__admin/grants).
 const grantCounts = { requests: {}, succeeded: {} };
@@ -248,7 +280,8 @@ const AADSTS9010010 = "AADSTS9010010: The resource parameter provided in the req
 
 const clients = (config.clients ?? []).map((c) => {
   const out = Object.fromEntries(Object.entries(c).filter(([k]) => !k.startsWith('_') && k !== 'private_key_pem'));
-  out.grant_types ??= ['authorization_code', 'refresh_token', ...(ID_JAG ? [TOKEN_EXCHANGE] : [])];
+  out.grant_types ??= ['authorization_code', 'refresh_token', ...(ID_JAG || EXCHANGE ? [TOKEN_EXCHANGE] : []),
+    ...(OBO ? [JWT_BEARER] : [])];
   out.response_types ??= ['code'];
   out.token_endpoint_auth_method ??= out.jwks ? 'private_key_jwt' : 'client_secret_basic';
   return out;
@@ -283,7 +316,7 @@ const provider = new Provider(ISSUER, {
     && client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
   interactions: { url: (ctx, interaction) => `${PREFIX}/interaction/${interaction.uid}` },
   features: {
-    registration: { enabled: false }, // like Entra: no registration_endpoint
+    registration: { enabled: REGISTRATION }, // off like Entra (no registration_endpoint) unless asked
     devInteractions: { enabled: false },
     introspection: {
       enabled: INTROSPECTION,
@@ -420,12 +453,18 @@ async function idJagGrant(ctx) {
   };
 }
 
-if (ID_JAG) {
-  provider.registerGrantType(TOKEN_EXCHANGE, idJagGrant, [
+const exchange = exchanges({
+  issuer: ISSUER, kid: KID, signingKey, settings, users, loginOfSub, ownJwtClaims, refuse,
+});
+if (ID_JAG || EXCHANGE) {
+  const tokenExchange = (ctx) => (EXCHANGE && !(ID_JAG && ctx.oidc.params.requested_token_type === ID_JAG_TYPE)
+    ? exchange.tokenExchange(ctx) : idJagGrant(ctx));
+  provider.registerGrantType(TOKEN_EXCHANGE, tokenExchange, [
     'subject_token', 'subject_token_type', 'requested_token_type', 'audience', 'resource', 'scope',
     'actor_token', 'actor_token_type',
   ], ['resource']);
 }
+if (OBO) provider.registerGrantType(JWT_BEARER, exchange.onBehalfOf, ['assertion', 'requested_token_use', 'scope']);
 const providerCallback = provider.callback();
 
 // ------------------------------------------------------------------------------ HTML pages
@@ -614,6 +653,7 @@ function endpointOf(sub) {
 async function admin(req, res, path) {
   if (path === '/__admin/health') return sendJson(res, 200, { ok: true, issuer: ISSUER });
   if (path === '/__admin/id-jag/requests') return sendJson(res, 200, idJagRequests);
+  if (path === '/__admin/exchange/requests') return sendJson(res, 200, exchange.requests);
   if (path === '/__admin/grants') return sendJson(res, 200, grantCounts);
   if (path === '/__admin/grants/reset' && req.method === 'POST') {
     grantCounts.requests = {};
@@ -682,6 +722,7 @@ const server = http.createServer(async (req, res) => {
       }
     }
     let grantType;
+    let apiGrant; // a refresh asking for an API's scopes (token_exchange / obo): its access token is ours
     if (endpoint === 'token' && req.method === 'POST') {
       // Read the form here (oidc-provider then takes it from req.body) to count and switch on it.
       const form = await readBody(req);
@@ -692,10 +733,17 @@ const server = http.createServer(async (req, res) => {
         if (res.statusCode === 200) grantCounts.succeeded[grantType] = (grantCounts.succeeded[grantType] ?? 0) + 1;
       });
       if (grantType === 'refresh_token' && settings.refresh_error) return refreshError(res);
+      const api = grantType === 'refresh_token' && (EXCHANGE || OBO) ? exchange.apiScopes(form) : undefined;
+      if (api) {
+        const refreshToken = await provider.RefreshToken.find(new URLSearchParams(form).get('refresh_token') ?? '');
+        apiGrant = { ...api, sub: refreshToken?.accountId, clientId: refreshToken?.clientId };
+        req.body = api.form;
+      }
     }
     if (endpoint === 'token') {
       rewriteJson(res, (answer) => {
         let body = answer;
+        if (apiGrant && typeof body.access_token === 'string') body = exchange.apiAnswer(body, apiGrant);
         const keepRefresh = grantType === 'refresh_token' && !settings.refresh_rotation && 'refresh_token' in body;
         if (keepRefresh) {
           // like providers that keep the refresh token: none in the answer
@@ -706,7 +754,7 @@ const server = http.createServer(async (req, res) => {
         if (body.error === 'invalid_target' && settings.reject_resource) {
           return { ...body, error_description: AADSTS9010010 };
         }
-        return keepRefresh ? body : undefined;
+        return keepRefresh || apiGrant ? body : undefined;
       });
     }
     if (endpoint === 'discovery' && (!settings.authorization_response_iss || ID_JAG)) {

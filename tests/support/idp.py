@@ -136,7 +136,8 @@ class IdpServer:
         id_token_time_offset, resource_scope, id_jag_error, id_jag_error_description, id_jag_ttl,
         id_jag_client_ids, id_jag_audiences, default_resource, access_token_format,
         access_token_ttl, refresh_rotation, refresh_error, refresh_error_description,
-        introspection_clients); returns them all."""
+        introspection_clients, exchange_ttl, exchange_expires_in, exchange_audiences,
+        exchange_error, exchange_error_description); returns them all."""
         return self._call("POST" if changes else "GET", "/__admin/settings", changes or None)
 
     @contextlib.contextmanager
@@ -153,6 +154,12 @@ class IdpServer:
         """The ID-JAG token exchanges received so far (``run_idp(id_jag=True)``): their form
         fields without the subject token, and the authenticated ``client_id``."""
         return list(self._call("GET", "/__admin/id-jag/requests"))
+
+    def exchange_requests(self) -> list[dict[str, Any]]:
+        """The RFC 8693 token exchanges and Entra on-behalf-of requests received so far
+        (``extra={"token_exchange": True, "obo": True}``): their form fields without the subject
+        token or assertion, and the authenticated ``client_id``."""
+        return list(self._call("GET", "/__admin/exchange/requests"))
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -131,11 +131,13 @@ def saas_upstream_for(
     introspection: bool = False,
     required_scopes: Sequence[str] = (),
     args: Sequence[str] = (),
+    prm: bool = False,
 ) -> Iterator[SaasUpstream]:
     """:func:`run_saas_upstream` accepting ``provider``'s access tokens for its resource: JWTs
     checked with its JWKS, or (``introspection=True``) any token introspected as its
     introspector client (the provider must then issue opaque tokens:
-    ``access_token_format="opaque"``)."""
+    ``access_token_format="opaque"``). ``prm=True``: an MCP-authorization resource server (RFC 9728
+    metadata naming ``provider``; tokens must be for its own URL, the RFC 8707 resource)."""
     if introspection:
         options: dict[str, Any] = {
             "introspection_url": provider.introspection_endpoint,
@@ -147,9 +149,9 @@ def saas_upstream_for(
     with run_saas_upstream(
         tmp,
         issuer=provider.issuer,
-        audience=provider.resource,
+        audience=None if prm else provider.resource,
         required_scopes=required_scopes,
-        args=args,
+        args=[*args, *(["--prm", provider.issuer] if prm else [])],
         **options,
     ) as upstream:
         yield upstream
