@@ -9,6 +9,9 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; \
 	then command -v $$p; break; fi; done)
 PYTEST_ARGS ?=
+# Test processes: one more than the cores, since most tests wait on servers they started
+# (docs/decisions.md, "Test suite in parallel"). PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) + 1 )))
 
 .PHONY: help run test test-deps lint bench docs clean distclean
 
@@ -19,7 +22,7 @@ help:
 	@echo "make bench      run the benchmarks (python -m bench)"
 	@echo "make docs       regenerate docs/config.schema.json and docs/configuration.md"
 	@echo "make clean      remove caches and build output; distclean also .venv and node_modules"
-	@echo "variables: PYTHON=/path/to/python3.11+  PYTEST_ARGS='-k foo -x'"
+	@echo "variables: PYTHON=/path/to/python3.11+  PYTEST_ARGS='-k foo -x'  PYTEST_WORKERS=0 (one process)"
 
 $(PY):
 	@test -n "$(PYTHON)" || { echo "error: need python >= 3.11 on PATH (or make PYTHON=...)" >&2; exit 1; }
@@ -43,7 +46,7 @@ lint: test-deps
 	$(VENV)/bin/lint-imports
 
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 bench: $(VENV)/.bastion-install.stamp
 	$(PY) -m bench

@@ -169,7 +169,7 @@ class UpstreamOAuthAuth(_Presented):
     )
     scopes: list[str] = Field(
         default_factory=list,
-        description="Scopes asked for (empty: the upstream's scopes_supported, else its challenge's).",
+        description="Scopes asked for (empty: the 401 challenge's scope, else the scopes_supported).",
     )
     authorization_server: str | None = Field(
         None, description="The authorization server's issuer (default: the first its metadata names)."

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from bastion.core.errors import ConnectionRequired
 from bastion.core.records import UpstreamCredential
 
 
@@ -28,6 +29,11 @@ class Credentials(Protocol):
 
     def refused(self, name: str) -> None:
         """The upstream answered 401 to the credential: the next call gets a fresh one."""
+        ...
+
+    async def more_scopes(self, name: str, scopes: tuple[str, ...]) -> ConnectionRequired | None:
+        """The upstream answered 403 ``insufficient_scope`` naming ``scopes``: the connect request
+        that would get them (the user reconnects), or None when none would."""
         ...
 
 

@@ -39,7 +39,10 @@ Each error carries a *public* message (safe to show a client) and a private
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar
+
+from bastion.core.challenge import bearer_params, challenge_scopes
 
 # JSON-RPC 2.0 and MCP codes
 PARSE_ERROR = -32700
@@ -211,7 +214,35 @@ class UpstreamFailed(UpstreamError):
 
 
 class UpstreamRejectedCredentials(UpstreamFailed):
-    """The upstream answered 401/403 to what Bastion sent (a static secret or a user's token)."""
+    """The upstream answered 401/403 to what Bastion sent (a static secret or a user's token).
+    ``wanted_scopes``: what a 403 ``insufficient_scope`` challenge named (RFC 6750 §3.1), for a
+    step-up; the challenge itself stays between Bastion and the upstream."""
+
+    def __init__(
+        self,
+        upstream: str,
+        message: str,
+        *,
+        detail: str = "",
+        upstream_status: int = 401,
+        wanted_scopes: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(upstream, message, detail=detail)
+        self.upstream_status = upstream_status
+        self.wanted_scopes = wanted_scopes
+
+    @classmethod
+    def from_response(
+        cls, upstream: str, status: int, challenges: Iterable[str]
+    ) -> UpstreamRejectedCredentials:
+        params = bearer_params(challenges) if status == 403 else {}
+        wanted = challenge_scopes(params) if params.get("error") == "insufficient_scope" else ()
+        return cls(
+            upstream,
+            f"rejected Bastion's credentials (HTTP {status})",
+            upstream_status=status,
+            wanted_scopes=wanted,
+        )
 
 
 class UpstreamCredentialsUnavailable(UpstreamError):
@@ -237,15 +268,23 @@ class ConnectionRequired(UpstreamCredentialsUnavailable):
         url: str,
         elicitation_id: str,
         reconnect: bool = False,
+        scopes: tuple[str, ...] = (),
     ) -> None:
-        verb = "Reconnect" if reconnect else "Connect"
+        """``scopes``: a step-up: the connection works, but the call needs these permissions too."""
+        verb = "Reconnect" if reconnect or scopes else "Connect"
         super().__init__(upstream, f"{verb} your {label} account to continue: open {url}")
         self.connection = connection
         self.label = label
         self.url = url
         self.elicitation_id = elicitation_id
-        self.reconnect = reconnect
-        self.prompt = f"{verb} your {label} account to Bastion to continue."
+        self.reconnect = reconnect or bool(scopes)
+        self.scopes = scopes
+        self.prompt = (
+            f"This needs more permissions on your {label} account ({', '.join(scopes)}): "
+            "reconnect it to Bastion to continue."
+            if scopes
+            else f"{verb} your {label} account to Bastion to continue."
+        )
 
 
 class ConfigError(Exception):

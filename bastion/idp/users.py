@@ -9,6 +9,7 @@ loop (argon2 takes ~0.3-0.4 s on purpose).
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import secrets
 import time
@@ -23,7 +24,13 @@ from bastion.store.base import UserStore
 _USERNAME = re.compile(r"^[\w.@+-]{1,64}$")
 MIN_PASSWORD = 12
 # verified when the username does not exist, so a miss costs the same time as a wrong password
-_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when there is no user, so a miss costs what a hit costs; made
+    on first use (hashing is deliberately slow: ~0.25 s of every start-up and CLI command)."""
+    return hash_password(secrets.token_urlsafe(16))
 
 
 class UserError(ValueError):
@@ -102,8 +109,8 @@ class LocalUsers:
         """The user, when the password is right and the account enabled; None otherwise (one
         answer for every failure, in about the same time, so usernames cannot be probed)."""
         user = await self.find(username)
-        stored = user.password_hash if user is not None and user.password_hash else _DUMMY_HASH
-        ok = await asyncio.to_thread(verify_password, stored, password)
+        stored = user.password_hash if user is not None and user.password_hash else None
+        ok = await asyncio.to_thread(verify_password, stored or _dummy_hash(), password)
         if user is None or not ok or user.disabled or user.password_hash is None or user.source != "local":
             return None
         return user

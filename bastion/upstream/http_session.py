@@ -66,8 +66,8 @@ class HttpSessionTransport:
         content_type = response.headers.get("content-type", "")
         if status in (401, 403):
             response.release()
-            raise UpstreamRejectedCredentials(
-                self._client.name, f"rejected Bastion's credentials (HTTP {status})"
+            raise UpstreamRejectedCredentials.from_response(
+                self._client.name, status, response.headers.getall("www-authenticate", [])
             )
         if status == 202 or ("id" not in message and status < 300):
             response.release()

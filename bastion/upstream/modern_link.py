@@ -116,8 +116,8 @@ class ModernLink:
         response = await self._client.request("POST", self._headers(outgoing), orjson.dumps(outgoing))
         if response.status in (401, 403):
             response.release()
-            raise UpstreamRejectedCredentials(
-                self.upstream, f"rejected Bastion's credentials (HTTP {response.status})"
+            raise UpstreamRejectedCredentials.from_response(
+                self.upstream, response.status, response.headers.getall("www-authenticate", [])
             )
         content_type = response.headers.get("content-type", "")
         try:

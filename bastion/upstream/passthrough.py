@@ -94,7 +94,9 @@ class Passthrough:
         status = response.status
         if status in (401, 403):
             response.release()
-            raise UpstreamRejectedCredentials(self._name, f"rejected Bastion's credentials (HTTP {status})")
+            raise UpstreamRejectedCredentials.from_response(
+                self._name, status, response.headers.getall("www-authenticate", [])
+            )
         if status >= 500:
             response.release()
             raise UpstreamFailed(self._name, f"answered HTTP {status}")

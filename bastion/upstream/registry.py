@@ -162,8 +162,8 @@ class UpstreamEntry:
         ok = response.status == 200
         response.release()
         if response.status in (401, 403) and self.per_user:
-            raise UpstreamRejectedCredentials(
-                self.name, f"rejected Bastion's credentials (HTTP {response.status})"
+            raise UpstreamRejectedCredentials.from_response(
+                self.name, response.status, response.headers.getall("www-authenticate", [])
             )
         if ok and session is not None:
             with contextlib.suppress(UpstreamError):

@@ -129,7 +129,12 @@ class UpstreamStage:
         try:
             return await self._to_entry(entry, call, principal, credential, self._lists(entry.name, decision))
         except UpstreamRejectedCredentials as err:
-            credentials.refused(entry.name)
+            if not err.wanted_scopes:
+                credentials.refused(entry.name)
+            elif self.connect is not None:  # step-up: the user may grant more by reconnecting
+                ask = await credentials.more_scopes(entry.name, err.wanted_scopes)
+                if ask is not None:
+                    return await self._unconnected(entry, call, principal, ask, declined)
             raise _rejected(err, credential, call) from None
 
     def _lists(self, upstream: str | None, decision: Decision) -> ListFilter | None:
@@ -169,6 +174,8 @@ class UpstreamStage:
             raise err
         if call.kind is not MessageKind.REQUEST and call.http_method == "POST":
             return EmptyReply(202, upstream=entry.name)
+        if err.scopes and call.method not in ASKING_METHODS:
+            raise err  # a step-up on a list: the client cannot ask the user; the message has the link
         if call.era is Era.MODERN:
             if call.method == "server/discover":
                 result = with_extensions(gate.pending_discover(err, entry.name), self.extensions)
@@ -184,6 +191,8 @@ class UpstreamStage:
         if call.session_id is None:
             if call.http_method == "POST" and call.method == "initialize":
                 return await self._pending_initialize(entry, call, principal, err)
+            if call.method in ASKING_METHODS:  # a stateless upstream: no capabilities known, a link
+                return gate.ask(call, principal, err, capabilities=None)
             raise err
         record = await self.sessions.resolve(call.session_id, call.endpoint, principal.subject)
         relay = self.relays.get(record.session_id)

@@ -105,15 +105,18 @@ class ConnectionVault:
 
     # -- storing -----------------------------------------------------------------------------
 
-    async def save_oauth(self, user_id: str, connection: str, tokens: ProviderTokens) -> None:
-        """Store the tokens of a (re)connect, replacing whatever was there."""
+    async def save_oauth(
+        self, user_id: str, connection: str, tokens: ProviderTokens, asked: tuple[str, ...] = ()
+    ) -> None:
+        """Store the tokens of a (re)connect, replacing whatever was there. ``asked``: the scopes
+        the authorization request named, when not the connection's (a step-up)."""
         config = self._config(connection, "oauth")
         secret = {"access_token": tokens.access_token}
         if tokens.refresh_token:
             secret["refresh_token"] = tokens.refresh_token
         record = dataclasses.replace(
             self._sealed(user_id, config, "oauth", secret),
-            scopes=tokens.scopes if tokens.scopes is not None else config.scopes,
+            scopes=tokens.scopes if tokens.scopes is not None else asked or config.scopes,
             expires_at=tokens.expires_at,
             account=tokens.account,
         )
@@ -311,6 +314,13 @@ class ConnectionVault:
         )
 
     # -- the upstream refused the token ------------------------------------------------------
+
+    async def granted_scopes(self, user_id: str, connection: str) -> tuple[str, ...] | None:
+        """The scopes the user's token was granted (None: no usable OAuth connection)."""
+        record = await self._store.get(user_id, connection)
+        if record is None or record.kind != "oauth" or record.status != "ok":
+            return None
+        return record.scopes
 
     async def forget_access_token(self, user_id: str, connection: str) -> None:
         """The upstream refused the access token (401): the next call refreshes it first. Done

@@ -5,8 +5,12 @@ the RFC 8414 / OpenID Connect Discovery metadata of its authorization server (MC
 - The PRM document is found the way MCP clients find it: an unauthenticated ``ping`` to the
   upstream, whose 401 names it (``WWW-Authenticate: Bearer resource_metadata="…"``, RFC 9728
   §5.1); else the path-suffixed well-known URL, then the root one (RFC 9728 §3.1).
-- Its ``resource`` must be identical to the upstream's URL (or the configured ``auth.resource``)
-  (RFC 9728 §3.3): a document describing another resource is refused, not guessed around.
+- The scopes to ask for (MCP "Scope Selection Strategy"): the configured ``auth.scopes``, else
+  the ``scope`` of that 401 challenge, else the PRM document's ``scopes_supported``, else none.
+- Its ``resource`` must be the configured ``auth.resource``, else the upstream's URL (RFC 9728
+  §3.3); a document at the root well-known URL may describe the origin, and the one the 401 named
+  a parent of the URL on the same origin (as MCP SDK clients accept). A document describing
+  another resource is refused, not guessed around. Tokens are asked for that ``resource``.
 - The authorization server is ``auth.authorization_server``, else the document's first
   ``authorization_servers`` entry. Its metadata is looked up at the RFC 8414 path-insertion URL,
   then OpenID Connect's insertion and appended forms; its ``issuer`` must be identical to that
@@ -23,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 
+from bastion.core.challenge import bearer_params, challenge_scopes
 from bastion.core.errors import UpstreamCredentialsUnavailable
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -40,7 +44,6 @@ OAUTH_WELL_KNOWN = "/.well-known/oauth-authorization-server"
 OIDC_WELL_KNOWN = "/.well-known/openid-configuration"
 MAX_METADATA_BYTES = 64 * 1024
 RETRY_AFTER_S = 5.0
-_RESOURCE_METADATA = re.compile(r'(?:^|[\s,])resource_metadata\s*=\s*(?:"([^"]*)"|([^\s,]+))', re.IGNORECASE)
 _PING = json.dumps({"jsonrpc": "2.0", "id": "bastion-discovery", "method": "ping"}).encode()
 
 
@@ -63,6 +66,8 @@ class UpstreamAuthorization:
     issuer: str  # its authorization server's issuer identifier (an ID-JAG's audience)
     token_endpoint: str
     scopes: tuple[str, ...]  # asked for at the token endpoint (empty: none)
+    # the resource's own list (PRM scopes_supported): what a client may come to need (a step-up)
+    offered: tuple[str, ...] = field(default=(), compare=False)
     # the authorization server's whole metadata document (upstream_oauth reads more of it)
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -91,6 +96,26 @@ def https_or_loopback(url: str) -> bool:
     return parts.scheme == "https" or (
         parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
     )
+
+
+def covers(resource: object, url: str) -> bool:
+    """Whether the protected resource ``resource`` includes the server at ``url``: the same origin,
+    and a path that is ``url``'s or a parent of it on a segment boundary (a PRM document at the
+    root describes the whole origin; MCP SDK clients accept the same)."""
+    if not isinstance(resource, str):
+        return False
+    try:
+        have, want = urlsplit(resource), urlsplit(url)
+    except ValueError:
+        return False
+    if (
+        have.query
+        or have.fragment
+        or (have.scheme, have.netloc.lower()) != (want.scheme, want.netloc.lower())
+    ):
+        return False
+    prefix = have.path.rstrip("/")
+    return want.path == have.path or want.path.startswith(prefix + "/")
 
 
 async def read_capped(response: httpx2.Response, limit: int) -> bytes:
@@ -161,6 +186,7 @@ class Discovery:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._found: UpstreamAuthorization | None = None
+        self._challenge_scopes: tuple[str, ...] = ()
         self._failed: tuple[float, _Failure] | None = None
 
     async def authorization(self) -> UpstreamAuthorization:
@@ -192,8 +218,11 @@ class Discovery:
         resource = auth.resource or str(prm["resource"])
         issuer = auth.authorization_server or self._first_authorization_server(prm)
         token_endpoint, metadata = await self._token_endpoint(issuer)
-        scopes = tuple(auth.scopes) or self._published_scopes(prm)
-        return UpstreamAuthorization(resource, issuer, token_endpoint, scopes, metadata)
+        offered = self._published_scopes(prm)
+        scopes = tuple(auth.scopes) or self._challenge_scopes or offered
+        return UpstreamAuthorization(
+            resource, issuer, token_endpoint, scopes, offered=offered, metadata=metadata
+        )
 
     async def _protected_resource_metadata(self) -> dict[str, Any]:
         expected = self._auth.resource or self._url
@@ -205,7 +234,7 @@ class Discovery:
             if document is None:
                 continue
             resource = document.get("resource")
-            if resource != expected:
+            if not self._describes_us(resource, candidate, named):
                 raise _Failure(
                     "its Protected Resource Metadata describes another resource; an administrator "
                     "must check the upstream's URL",
@@ -215,6 +244,24 @@ class Discovery:
         raise _Failure(
             "it does not say where to get a token (no Protected Resource Metadata)",
             f"no PRM document at {', '.join(candidates)}",
+        )
+
+    def _describes_us(self, resource: object, candidate: str, named: str | None) -> bool:
+        """RFC 9728 §3.3: the document fetched at a well-known URL describes the resource that URL
+        was made from (the upstream's URL; at the root, also the origin); the one the upstream's
+        401 named describes the upstream's URL, or (as MCP SDK clients accept) a parent of it."""
+        if self._auth.resource is not None:
+            return resource == self._auth.resource
+        if resource == self._url:
+            return True
+        if candidate == named:
+            return covers(resource, self._url)
+        parts = urlsplit(self._url)
+        is_root = candidate == _with_path(self._url, PRM_WELL_KNOWN)
+        return (
+            is_root
+            and isinstance(resource, str)
+            and resource.rstrip("/") == f"{parts.scheme}://{parts.netloc}"
         )
 
     async def _challenged_metadata_url(self) -> str | None:
@@ -227,17 +274,18 @@ class Discovery:
         try:
             async with self._http.stream("POST", self._url, content=_PING, headers=headers) as response:
                 status = response.status_code
-                challenge = ", ".join(response.headers.get_list("www-authenticate"))
+                challenges = response.headers.get_list("www-authenticate")
         except httpx2.TimeoutException:
             raise _Failure("it did not answer in time", f"probe {self._url}: timeout") from None
         except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
             raise _Failure("it cannot be reached", f"probe {self._url}: {exc!r}") from None
         if status != 401:
             return None
-        match = _RESOURCE_METADATA.search(challenge)
-        if match is None:
+        params = bearer_params(challenges)
+        self._challenge_scopes = challenge_scopes(params)
+        named = params.get("resource_metadata")
+        if not named:
             return None
-        named = match.group(1) or match.group(2) or ""
         same_origin = urlsplit(named)[:2] == urlsplit(self._url)[:2]
         if not (same_origin or https_or_loopback(named)):
             raise _Failure(
@@ -322,6 +370,7 @@ __all__ = [
     "ResponseTooLarge",
     "UpstreamAuthorization",
     "as_metadata_candidates",
+    "covers",
     "https_or_loopback",
     "json_object",
     "prm_candidates",

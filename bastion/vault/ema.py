@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from bastion.config.upstream_auth import EmaUpstreamAuth
 from bastion.core.credentials import IdJag, IdJagRequest, IdJagSource, IdJagUnavailable
-from bastion.core.errors import UpstreamCredentialsUnavailable
+from bastion.core.errors import ConnectionRequired, UpstreamCredentialsUnavailable
 from bastion.core.records import Principal, UpstreamCredential
 from bastion.vault.discovery import (
     JWT_BEARER,
@@ -110,6 +110,9 @@ class EmaUpstreamCredentials:
             task.add_done_callback(lambda done: self._settled(user, done))
         # shielded: a caller that gives up does not cancel the request the others wait for
         return (await asyncio.shield(task)).credential
+
+    async def more_scopes(self, principal: Principal, scopes: tuple[str, ...]) -> ConnectionRequired | None:
+        return None  # the authorization server decides the scopes of an ID-JAG redemption
 
     def forget(self, principal: Principal) -> None:
         """The upstream refused the token (401): the next call gets a new one."""

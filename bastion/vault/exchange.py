@@ -49,7 +49,7 @@ from bastion.core.credentials import (
     SubjectTokenSource,
     SubjectTokenUnavailable,
 )
-from bastion.core.errors import UpstreamCredentialsUnavailable
+from bastion.core.errors import ConnectionRequired, UpstreamCredentialsUnavailable
 from bastion.core.records import Principal, UpstreamCredential
 from bastion.vault.client_auth import ClientAuth, ClientKeyUnusable
 from bastion.vault.discovery import JWT_BEARER, ResponseTooLarge, json_object, read_capped
@@ -135,6 +135,9 @@ class TokenExchangeCredentials:
             task.add_done_callback(lambda done: self._settled(user, done))
         # shielded: a caller that gives up does not cancel the exchange the others wait for
         return (await asyncio.shield(task)).credential
+
+    async def more_scopes(self, principal: Principal, scopes: tuple[str, ...]) -> ConnectionRequired | None:
+        return None  # the exchange asks for the configured scopes; a user cannot grant more
 
     def forget(self, principal: Principal) -> None:
         """The upstream refused the token (401): the next call exchanges again."""

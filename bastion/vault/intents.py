@@ -41,6 +41,7 @@ class ConnectIntent:
     elicitation_id: str
     reconnect: bool
     expires_at: float
+    scopes: tuple[str, ...] = ()  # a step-up: ask the provider for these (else the connection's)
 
 
 class ConnectIntents:
@@ -52,7 +53,13 @@ class ConnectIntents:
         return f"{self._base}/connect/{quote(intent.connection, safe='')}?intent={intent.intent_id}"
 
     async def create(
-        self, user_id: str, connection: str, client_id: str | None, *, reconnect: bool = False
+        self,
+        user_id: str,
+        connection: str,
+        client_id: str | None,
+        *,
+        reconnect: bool = False,
+        scopes: tuple[str, ...] = (),
     ) -> ConnectIntent:
         now = time.time()
         intent = ConnectIntent(
@@ -63,6 +70,7 @@ class ConnectIntents:
             elicitation_id=secrets.token_urlsafe(18),
             reconnect=reconnect,
             expires_at=now + INTENT_TTL_S,
+            scopes=scopes,
         )
         payload: JsonObject = {
             "user_id": user_id,
@@ -70,6 +78,7 @@ class ConnectIntents:
             "client_id": client_id,
             "elicitation_id": intent.elicitation_id,
             "reconnect": reconnect,
+            "scopes": list(scopes),
         }
         await self._grants.put(INTENT_KIND, _key(intent.intent_id), payload, intent.expires_at)
         return intent
@@ -100,6 +109,7 @@ def _intent(intent_id: str, data: JsonObject | None) -> ConnectIntent | None:
         return None
     user_id, connection = data.get("user_id"), data.get("connection")
     elicitation_id, client_id = data.get("elicitation_id"), data.get("client_id")
+    scopes = data.get("scopes")
     if not (isinstance(user_id, str) and isinstance(connection, str) and isinstance(elicitation_id, str)):
         return None
     return ConnectIntent(
@@ -110,6 +120,7 @@ def _intent(intent_id: str, data: JsonObject | None) -> ConnectIntent | None:
         elicitation_id=elicitation_id,
         reconnect=bool(data.get("reconnect")),
         expires_at=0.0,
+        scopes=tuple(s for s in scopes if isinstance(s, str)) if isinstance(scopes, list) else (),
     )
 
 

@@ -42,6 +42,8 @@ class AccessTokens(Protocol):
 
     async def forget_access_token(self, user_id: str, connection: str) -> None: ...
 
+    async def granted_scopes(self, user_id: str, connection: str) -> tuple[str, ...] | None: ...
+
 
 class Presenter:
     """Puts a credential where the upstream reads it: a header, or an environment variable."""
@@ -96,6 +98,9 @@ class ServiceCredentials:
     def forget(self, principal: Principal) -> None:
         return  # nothing to renew: the administrator must fix the secret
 
+    async def more_scopes(self, principal: Principal, scopes: tuple[str, ...]) -> ConnectionRequired | None:
+        return None  # one secret for everyone: no user can grant it more
+
 
 class ConnectionCredentials:
     """``auth: {type: user_oauth | user_api_key}``: the user's own credential for a connection;
@@ -137,6 +142,26 @@ class ConnectionCredentials:
                 reconnect=missing.reconnect,
             ) from None
         return self._presenter.present(secret, principal.subject)
+
+    async def more_scopes(self, principal: Principal, scopes: tuple[str, ...]) -> ConnectionRequired | None:
+        """The upstream wants ``scopes`` (403 ``insufficient_scope``): the request to reconnect
+        asking for them and every scope the token has (MCP authorization, step-up), or None when
+        the token has them all already, so reconnecting would not help (no endless loop)."""
+        held = await self._tokens.granted_scopes(principal.subject, self._connection)
+        if held is None or set(scopes) <= set(held):
+            return None
+        wanted = tuple(dict.fromkeys((*held, *scopes)))
+        intent = await self._intents.create(
+            principal.subject, self._connection, principal.client_id, reconnect=True, scopes=wanted
+        )
+        return ConnectionRequired(
+            self._upstream,
+            connection=self._connection,
+            label=self._label,
+            url=self._intents.url(intent),
+            elicitation_id=intent.elicitation_id,
+            scopes=tuple(s for s in scopes if s not in held),
+        )
 
     def forget(self, principal: Principal) -> None:
         """The upstream refused the token: the next call refreshes it first."""

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from bastion.core.credentials import Credentials, SuppliedToken
+from bastion.core.errors import ConnectionRequired
 from bastion.core.records import NO_CREDENTIAL, Decision, Principal, UpstreamCredential
 from bastion.vault.supplied import SuppliedCredentials
 
@@ -21,6 +22,11 @@ class CredentialSource(Protocol):
 
     def forget(self, principal: Principal) -> None:
         """The upstream refused the credential: do not hand it out again."""
+        ...
+
+    async def more_scopes(self, principal: Principal, scopes: tuple[str, ...]) -> ConnectionRequired | None:
+        """The upstream wants ``scopes`` the credential lacks: what to ask the user (None: nothing
+        the user can do)."""
         ...
 
 
@@ -34,6 +40,9 @@ class _NoCredentials:
 
     def refused(self, name: str) -> None:
         return
+
+    async def more_scopes(self, name: str, scopes: tuple[str, ...]) -> ConnectionRequired | None:
+        return None
 
 
 NO_CREDENTIALS = _NoCredentials()
@@ -68,6 +77,10 @@ class _Bound:
         source = self._sources.get(name)
         if source is not None:
             source.forget(self._principal)
+
+    async def more_scopes(self, name: str, scopes: tuple[str, ...]) -> ConnectionRequired | None:
+        source = self._sources.get(name)
+        return await source.more_scopes(self._principal, scopes) if source is not None else None
 
 
 class Vault:

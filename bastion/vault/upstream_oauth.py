@@ -191,7 +191,7 @@ class UpstreamOAuthSetup:
             issuer=found.issuer,
             redirect_uri=self.redirect_uri,
             auth_method=preferred_auth_method(metadata),
-            scopes=scopes,
+            scopes=tuple(dict.fromkeys((*scopes, *found.offered))),  # room for a later step-up
             label=self._label,
             timeout=auth.timeout,
         )

@@ -188,7 +188,7 @@ class ConnectPages:
                 intent=intent_id,
                 label=connection.label,
                 user=display(user),
-                scopes=tuple(connection.scopes),
+                scopes=tuple(intent.scopes if intent is not None and intent.scopes else connection.scopes),
                 reconnect=intent is not None and intent.reconnect,
             )
         )
@@ -245,15 +245,17 @@ class ConnectPages:
             return self._unavailable(connection)
         state = secrets.token_urlsafe(32)  # 256 bits
         verifier, challenge = pkce_pair() if provider.uses_pkce else (None, None)
+        step_up = list(intent.scopes) if intent is not None else []  # more than the connection's
         payload = {
             "user_id": user.user_id,
             "browser_id": session.browser_id,
             "connection": connection.name,
             "code_verifier": verifier,
             "intent_id": intent.intent_id if intent is not None else None,
+            "scopes": step_up,
         }
         url = provider.authorization_url(
-            state, challenge, self._redirect_uri, list(connection.scopes) or None
+            state, challenge, self._redirect_uri, step_up or list(connection.scopes) or None
         )
         await self._ctx.store.grants.put(STATE_KIND, digest(state), payload, time.time() + STATE_TTL_S)
         return RedirectResponse(url, 303, headers=_HEADERS)
@@ -354,7 +356,9 @@ class ConnectPages:
                 502,
                 MY_CONNECTIONS,
             )
-        await self._vault.save_oauth(user.user_id, connection.name, tokens)
+        asked = data.get("scopes")
+        step_up = tuple(s for s in asked if isinstance(s, str)) if isinstance(asked, list) else ()
+        await self._vault.save_oauth(user.user_id, connection.name, tokens, step_up)
         intent_id = data.get("intent_id")
         intent = None
         if isinstance(intent_id, str):

@@ -59,7 +59,9 @@ class ProviderLookup(Protocol):
 class ConnectStore(Protocol):
     """What the connect pages write into the vault."""
 
-    async def save_oauth(self, user_id: str, connection: str, tokens: ProviderTokens) -> object: ...
+    async def save_oauth(
+        self, user_id: str, connection: str, tokens: ProviderTokens, asked: tuple[str, ...] = ()
+    ) -> object: ...
 
     async def save_api_key(self, user_id: str, connection: str, key: str) -> object: ...
 

@@ -152,4 +152,4 @@ def test_audit_tail_on_an_unmigrated_database_says_what_to_do(tmp_path: Path) ->
     sqlite3.connect(db).close()
     result = runner.invoke(app, ["audit", "tail", "-c", str(_config(tmp_path, f"sqlite:///{db}"))])
     assert result.exit_code == 2
-    assert "bastion db upgrade" in result.output
+    assert "bastiondbupgrade" in "".join(result.output.split())  # rich folds long paths anywhere

@@ -37,6 +37,7 @@ def test_non_ascii_passwords_round_trip() -> None:
         "$2b$12$abcdefghijklmnopqrstuuABCDEFGHIJKLMNOPQRSTUVWXYZ01234",  # bcrypt
         hash_password("x")[:-10],  # truncated
     ],
+    ids=["empty", "text", "bad-base64", "bcrypt", "truncated"],
 )
 def test_verify_returns_false_on_a_malformed_hash(malformed: str) -> None:
     assert verify_password(malformed, "x") is False

@@ -179,7 +179,11 @@ async def test_send_before_start_is_unavailable(spawn: Factory) -> None:
 # -- start failures ---------------------------------------------------------------------------------
 
 
-async def test_exit_at_start_raises_with_stderr_in_detail(spawn: Factory) -> None:
+async def test_exit_at_start_raises_with_stderr_in_detail(
+    spawn: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a window wider than a Python start-up on a loaded machine: the child always dies inside it
+    monkeypatch.setattr("bastion.upstream.stdio.FAST_FAIL_WINDOW", 3.0)
     proc, _ = spawn(child_spec("exit_at_start.py"))
     with pytest.raises(UpstreamUnavailable) as caught:
         await proc.start()
@@ -275,7 +279,8 @@ async def test_restart_after_crash_with_backoff_and_handshake(spawn: Factory) ->
 
 async def test_stable_process_resets_backoff(spawn: Factory) -> None:
     loop = asyncio.get_running_loop()
-    restart = Restart(initial_backoff=0.05, max_backoff=1.0, stable_after=0.3)
+    # stable_after well above a start-up on a loaded machine, so a short life is never taken for stable
+    restart = Restart(initial_backoff=0.05, max_backoff=1.0, stable_after=1.0)
     events: list[tuple[str, float]] = []
 
     async def on_started() -> None:
@@ -287,12 +292,12 @@ async def test_stable_process_resets_backoff(spawn: Factory) -> None:
         on_exited=lambda code: events.append(("down", loop.time())),
     )
     await proc.start()
-    await asyncio.sleep(0.35)  # stays up past stable_after
+    await asyncio.sleep(1.05)  # stays up past stable_after
     await proc.send({"jsonrpc": "2.0", "id": 1, "method": "echo"})
     await eventually(lambda: len(events) == 3)  # up, down, up
     await proc.send({"jsonrpc": "2.0", "id": 2, "method": "echo"})  # dies at once this time
     await eventually(lambda: len(events) == 5)
-    await asyncio.sleep(0.35)
+    await asyncio.sleep(1.05)
     await proc.send({"jsonrpc": "2.0", "id": 3, "method": "echo"})
     await eventually(lambda: len(events) == 7)
     kinds = [kind for kind, _ in events]

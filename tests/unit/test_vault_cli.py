@@ -143,7 +143,7 @@ def test_a_malformed_or_missing_key_is_named_without_printing_it(tmp_path: Path)
     missing = write_config(tmp_path, "missing", f"  master_key_file: '{tmp_path / 'nope.key'}'\n")
     code, out = cli("rotate-key", "-c", str(missing))
     assert code == 1
-    assert f"vault.master_key_file {tmp_path / 'nope.key'}" in out
+    assert f"vault.master_key_file{tmp_path / 'nope.key'}" in "".join(out.split())  # rich folds long paths
 
 
 async def test_server_startup_refuses_a_wrong_vault_key(tmp_path: Path) -> None:
