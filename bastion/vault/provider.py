@@ -135,6 +135,9 @@ class ProviderClient:
                 found[name] = value if isinstance(value, str) and https_or_loopback(value) else None
             current = self._endpoints
             self._endpoints = Endpoints(*(getattr(current, n) or found[n] for n in _ENDPOINTS))
+            if metadata.get("authorization_response_iss_parameter_supported") is True:
+                # RFC 9207 §2.4: a provider that says it always sends iss must not be answered without it
+                self._oauth = replace(self._oauth, iss_parameter=True)
             self._discovered, self._failure = True, None
             return self._endpoints
 

@@ -322,13 +322,14 @@ class ConnectPages:
         if user is None or data.get("user_id") != user.user_id:
             self._refuse("state of another user", user=session.user_id, connection=connection.name)
             return message("This link is not for you", WRONG_ACCOUNT, 403, ("Sign out", "/logout"))
+        provider = self._providers.get(connection.name)
+        if provider is not None and not provider.issuer_matches(params.get("iss")):  # RFC 9207
+            # refused before the state is used: a response forged into this browser cannot spend it
+            self._refuse("response without the provider's iss", user=user.user_id, connection=connection.name)
+            return self._expired()
         # checked first, consumed now: a stranger's request cannot burn this user's state
         if await grants.consume(STATE_KIND, key, time.time()) is None:
             self._refuse("state used twice", user=user.user_id, connection=connection.name)
-            return self._expired()
-        provider = self._providers.get(connection.name)
-        if provider is not None and not provider.issuer_matches(params.get("iss")):  # RFC 9207
-            self._refuse("response without the provider's iss", user=user.user_id, connection=connection.name)
             return self._expired()
         error = params.get("error")
         if error is not None:

@@ -106,6 +106,14 @@ class MyConnections:
         session = self._sessions.read(request)
         form = await read_page_form(request)
         if not csrf_valid(self._csrf_key, session.browser_id, PURPOSE, form.get("csrf")):
+            name = request.path_params["connection"]
+            known = name if name in self._connections else "(unknown)"  # never echo what was sent
+            self._ctx.event(
+                events.CONNECTION_REFUSED,
+                subject=session.user_id,
+                status=403,
+                detail=f"connection {known}: disconnect without a valid CSRF token",
+            )
             return message(
                 "Request refused", "The form expired or did not come from this page. Start again.", 403
             )

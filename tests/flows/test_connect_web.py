@@ -172,6 +172,7 @@ async def test_connect_list_disconnect_and_a_replayed_callback(
     assert connection_events(records, users["bob"]) == [
         (CONNECTED, "connection crm (oauth)"),
         (REFUSED, "unknown, used or expired state"),
+        *[(REFUSED, "connection crm: disconnect without a valid CSRF token")] * 3,
         ("connection.disconnected", "connection crm"),
     ]
 
