@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mcp_types import CLIENT_CAPABILITIES_META_KEY
@@ -44,7 +44,7 @@ from bastion.core.records import (
 )
 from bastion.core.replies import EmptyReply, MessageReply, Reply
 from bastion.upstream.aggregate import Aggregator
-from bastion.upstream.connect_gate import ASKING_METHODS, ConnectGate, modern_capabilities
+from bastion.upstream.connect_gate import ConnectGate, modern_capabilities
 from bastion.upstream.eras import (
     discover_from_initialize,
     initialize_from_discover,
@@ -60,6 +60,7 @@ from bastion.upstream.registry import UpstreamEntry
 from bastion.upstream.relay import RelaySession, forward_cancel, run_on_route, single
 from bastion.upstream.routes import CallRoute
 from bastion.upstream.sessions import SessionManager
+from bastion.upstream.unconnected import Unconnected
 
 JsonObject = dict[str, Any]
 log = logging.getLogger("bastion.upstream")
@@ -75,8 +76,14 @@ def _rejected(
     return err
 
 
-def _raise(err: BastionError) -> Reply:
-    raise err
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where one call goes, and with whose credential."""
+
+    entry: UpstreamEntry
+    principal: Principal
+    credential: UpstreamCredential
+    credentials: Credentials
 
 
 class UpstreamStage:
@@ -98,6 +105,11 @@ class UpstreamStage:
         self.aggregate = (
             Aggregator(self.entries, sessions, self.relays, self.mrtr, self.extensions, connect=connect)
             if settings.aggregate.enabled
+            else None
+        )
+        self.unconnected = (
+            Unconnected(connect, sessions, self.relays, self.extensions, self.close_relay)
+            if connect is not None
             else None
         )
         self._background: set[asyncio.Task[None]] = set()
@@ -125,17 +137,32 @@ class UpstreamStage:
         try:
             credential = await credentials.for_upstream(entry.name)
         except ConnectionRequired as err:
-            return await self._unconnected(entry, call, principal, err, declined)
+            if self.unconnected is None:
+                raise
+            return await self.unconnected.answer(entry, call, principal, err, declined)
+        target = _Target(entry, principal, credential, credentials)
         try:
-            return await self._to_entry(entry, call, principal, credential, self._lists(entry.name, decision))
+            return await self._to_entry(target, call, self._lists(entry.name, decision))
         except UpstreamRejectedCredentials as err:
-            if not err.wanted_scopes:
+            if self.unconnected is None:
                 credentials.refused(entry.name)
-            elif self.connect is not None:  # step-up: the user may grant more by reconnecting
-                ask = await credentials.more_scopes(entry.name, err.wanted_scopes)
-                if ask is not None:
-                    return await self._unconnected(entry, call, principal, ask, declined)
-            raise _rejected(err, credential, call) from None
+                raise _rejected(err, credential, call) from None
+            ask = await self.unconnected.step_up(entry, credentials, err)  # the user may grant more
+            if ask is None:
+                raise _rejected(err, credential, call) from None
+            return await self.unconnected.answer(entry, call, principal, ask, declined)
+
+    async def _refused_in_flight(
+        self, target: _Target, call: InboundCall, err: UpstreamRejectedCredentials, capabilities: object
+    ) -> JsonObject:
+        """A bridged call the upstream refused: a step-up asks the user, anything else fails."""
+        if self.unconnected is not None:
+            ask = await self.unconnected.step_up(target.entry, target.credentials, err)
+            if ask is not None:
+                return self.unconnected.ask_in_flight(call, target.principal, ask, capabilities)
+        else:
+            target.credentials.refused(target.entry.name)
+        raise _rejected(err, target.credential, call) from None
 
     def _lists(self, upstream: str | None, decision: Decision) -> ListFilter | None:
         """Policy's list filter, with the #234 tool annotations when this endpoint has them."""
@@ -143,105 +170,20 @@ class UpstreamStage:
             return decision.lists
         return AnnotatedLists(decision.lists, self.annotations)
 
-    async def _to_entry(
-        self,
-        entry: UpstreamEntry,
-        call: InboundCall,
-        principal: Principal,
-        credential: UpstreamCredential,
-        lists: ListFilter | None,
-    ) -> Reply:
+    async def _to_entry(self, target: _Target, call: InboundCall, lists: ListFilter | None) -> Reply:
+        eras = target.entry.config.client_eras
         if call.era is Era.MODERN:
-            if "modern" not in entry.config.client_eras:
+            if "modern" not in eras:
                 raise legacy_only_rejection(call.protocol_version)
-            return await self._modern(entry, call, principal, credential, lists)
-        if "legacy" not in entry.config.client_eras and call.session_id is None:
+            return await self._modern(target, call, lists)
+        if "legacy" not in eras and call.session_id is None:
             raise modern_only_rejection(call.params.get("protocolVersion"))
-        return await self._legacy(entry, call, principal, credential, lists)
-
-    # -- a user who has not connected the account this upstream needs ---------------------------
-
-    async def _unconnected(
-        self,
-        entry: UpstreamEntry,
-        call: InboundCall,
-        principal: Principal,
-        err: ConnectionRequired,
-        declined: bool,
-    ) -> Reply:
-        gate = self.connect
-        if gate is None:
-            raise err
-        if call.kind is not MessageKind.REQUEST and call.http_method == "POST":
-            return EmptyReply(202, upstream=entry.name)
-        if err.scopes and call.method not in ASKING_METHODS:
-            raise err  # a step-up on a list: the client cannot ask the user; the message has the link
-        if call.era is Era.MODERN:
-            if call.method == "server/discover":
-                result = with_extensions(gate.pending_discover(err, entry.name), self.extensions)
-                return MessageReply(
-                    messages=single({"jsonrpc": "2.0", "id": call.request_id, "result": result}),
-                    upstream=entry.name,
-                )
-            if call.method in ASKING_METHODS:
-                return gate.ask(
-                    call, principal, err, capabilities=modern_capabilities(call), declined=declined
-                )
-            return gate.unconnected(call, err) or _raise(err)
-        if call.session_id is None:
-            if call.http_method == "POST" and call.method == "initialize":
-                return await self._pending_initialize(entry, call, principal, err)
-            if call.method in ASKING_METHODS:  # a stateless upstream: no capabilities known, a link
-                return gate.ask(call, principal, err, capabilities=None)
-            raise err
-        record = await self.sessions.resolve(call.session_id, call.endpoint, principal.subject)
-        relay = self.relays.get(record.session_id)
-        if relay is not None and call.http_method == "GET":
-            return relay.open_stream()
-        if relay is not None and call.http_method == "DELETE":
-            await self.close_relay(relay.session_id)
-            return EmptyReply(200, upstream=entry.name)
-        if call.method in ASKING_METHODS:
-            reply = gate.ask(call, principal, err, capabilities=record.client_capabilities)
-            if relay is not None:
-                gate.watch(relay, err)
-            return reply
-        return gate.unconnected(call, err) or _raise(err)
-
-    async def _pending_initialize(
-        self, entry: UpstreamEntry, call: InboundCall, principal: Principal, err: ConnectionRequired
-    ) -> Reply:
-        """A relay session with no upstream link yet: it opens on the first call after the user
-        connected, with the client's own initialize parameters."""
-        assert self.connect is not None
-        params = call.params
-        version = negotiated_version(params.get("protocolVersion"))
-        record = await self.sessions.create(
-            endpoint=entry.name,
-            subject=principal.subject,
-            protocol_version=version,
-            mode="relay",
-            client_capabilities=params.get("capabilities") or {},
-            client_info=params.get("clientInfo") or {},
-        )
-        self.relays[record.session_id] = RelaySession(record)
-        result = with_extensions(self.connect.pending_initialize(version, err, entry.name), self.extensions)
-        return MessageReply(
-            messages=single({"jsonrpc": "2.0", "id": call.request_id, "result": result}),
-            headers=((b"mcp-session-id", record.session_id.encode()),),
-            upstream=entry.name,
-        )
+        return await self._legacy(target, call, lists)
 
     # -- legacy era ------------------------------------------------------------------------------
 
-    async def _legacy(
-        self,
-        entry: UpstreamEntry,
-        call: InboundCall,
-        principal: Principal,
-        credential: UpstreamCredential,
-        lists: ListFilter | None,
-    ) -> Reply:
+    async def _legacy(self, target: _Target, call: InboundCall, lists: ListFilter | None) -> Reply:
+        entry, principal, credential = target.entry, target.principal, target.credential
         if call.session_id is not None:
             record = await self.sessions.resolve(call.session_id, call.endpoint, principal.subject)
             if record.mode == "passthrough":
@@ -252,7 +194,7 @@ class UpstreamStage:
             if relay is None:  # held by a replica that is gone, or by this process before a restart
                 await self.sessions.drop(record.session_id)
                 raise SessionNotFound("Session not found")
-            return await self._relay(entry, relay, call, credential, lists)
+            return await self._relay(target, relay, record.client_capabilities, call, lists)
         eras = await entry.eras(credential)
         if entry.http is not None and eras.legacy:
             return await self.passthrough[entry.name].forward(
@@ -267,14 +209,7 @@ class UpstreamStage:
     ) -> Reply:
         params = call.params
         version = negotiated_version(params.get("protocolVersion"))
-        record = await self.sessions.create(
-            endpoint=entry.name,
-            subject=principal.subject,
-            protocol_version=version,
-            mode="relay",
-            client_capabilities=params.get("capabilities") or {},
-            client_info=params.get("clientInfo") or {},
-        )
+        record = await self.sessions.create_relay(entry.name, principal.subject, params, version)
         relay = RelaySession(record)
         try:
             link = await entry.session_link(
@@ -304,12 +239,13 @@ class UpstreamStage:
 
     async def _relay(
         self,
-        entry: UpstreamEntry,
+        target: _Target,
         relay: RelaySession,
+        capabilities: object,
         call: InboundCall,
-        credential: UpstreamCredential,
         lists: ListFilter | None,
     ) -> Reply:
+        entry, credential = target.entry, target.credential
         if call.http_method == "GET":
             return relay.open_stream()
         if call.http_method == "DELETE":
@@ -340,7 +276,7 @@ class UpstreamStage:
             try:
                 response = await link.request(message, route)
             except UpstreamRejectedCredentials as err:
-                raise _rejected(err, credential, call) from None
+                return await self._refused_in_flight(target, call, err, capabilities)
             return filter_response(
                 response, method=call.method, upstream=entry.name, lists=lists, modern=False
             )
@@ -369,14 +305,8 @@ class UpstreamStage:
 
     # -- modern era ------------------------------------------------------------------------------
 
-    async def _modern(
-        self,
-        entry: UpstreamEntry,
-        call: InboundCall,
-        principal: Principal,
-        credential: UpstreamCredential,
-        lists: ListFilter | None,
-    ) -> Reply:
+    async def _modern(self, target: _Target, call: InboundCall, lists: ListFilter | None) -> Reply:
+        entry, principal, credential = target.entry, target.principal, target.credential
         if call.http_method != "POST":
             raise HttpMethodNotAllowed("Method Not Allowed: the 2026-07-28 transport uses POST only")
         eras = await entry.eras(credential)
@@ -408,7 +338,7 @@ class UpstreamStage:
             try:
                 answered = await channel.request(message, route)
             except UpstreamRejectedCredentials as err:
-                raise _rejected(err, credential, call) from None
+                return await self._refused_in_flight(target, call, err, modern_capabilities(call))
             response = to_modern_response(method, answered)
             return filter_response(response, method=method, upstream=entry.name, lists=lists, modern=True)
 

@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from bastion.core.errors import SessionNotFound
 from bastion.core.records import SessionRecord
@@ -50,6 +51,19 @@ class SessionManager:
     @property
     def replica(self) -> str:
         return self._replica
+
+    async def create_relay(
+        self, endpoint: str, subject: str, params: dict[str, Any], version: str
+    ) -> SessionRecord:
+        """A relay session for a client's ``initialize`` (its ``params``), at ``version``."""
+        return await self.create(
+            endpoint=endpoint,
+            subject=subject,
+            protocol_version=version,
+            mode="relay",
+            client_capabilities=params.get("capabilities") or {},
+            client_info=params.get("clientInfo") or {},
+        )
 
     async def create(
         self,

@@ -17,6 +17,7 @@ from mcp.client.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
 from tests.support.connect import provider_callback, sign_in, start_connect
+from tests.support.federation_checks import audit_records
 from tests.support.gateway import Gateway, run_gateway
 from tests.support.idp import run_saas_provider
 from tests.support.oauth import REDIRECT_URI, add_users, user_token
@@ -33,11 +34,14 @@ def gateway_for(tmp: Path, upstream: SaasUpstream) -> Any:
     return run_gateway(tmp, [{"name": "crm", "http": {"url": upstream.url}, "auth": auth}], extra=extra)
 
 
-async def call(gateway: Gateway, token: str, tool: str, arguments: dict[str, Any]) -> tuple[bool, str]:
-    """One tool call as a 2025-11-25 client without URL elicitation (a session, stateful upstream)."""
+async def call(
+    gateway: Gateway, token: str, tool: str, arguments: dict[str, Any], mode: str = "legacy"
+) -> tuple[bool, str]:
+    """One tool call as a client without URL elicitation: ``legacy`` (2025-11-25, a session) or
+    ``auto`` (2026-07-28)."""
     async with (
         httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http,
-        Client(streamable_http_client(gateway.url("crm"), http_client=http), mode="legacy") as client,
+        Client(streamable_http_client(gateway.url("crm"), http_client=http), mode=mode) as client,  # type: ignore[arg-type]
     ):
         result = await client.call_tool(tool, arguments)
     return bool(result.is_error), "".join(getattr(c, "text", "") for c in result.content)
@@ -53,11 +57,20 @@ async def connect(browser: httpx2.AsyncClient, gateway: Gateway, query: str = ""
     return asked
 
 
-async def test_a_403_insufficient_scope_asks_to_reconnect_with_the_union(flow_tmp: Path) -> None:
+@pytest.mark.parametrize(
+    ("mode", "upstream_era"),
+    [
+        ("legacy", "both"),  # the same era end to end: passthrough
+        ("auto", "legacy"),  # a 2026-07-28 client, a 2025-11-25-only upstream: bridged by Bastion
+    ],
+)
+async def test_a_403_insufficient_scope_asks_to_reconnect_with_the_union(
+    flow_tmp: Path, mode: str, upstream_era: str
+) -> None:
     update = {"id": "2", "value": "renewed"}
     with (
         run_saas_provider(flow_tmp, extra={"registration": True}) as saas,
-        saas_upstream_for(saas, flow_tmp, prm=True) as upstream,
+        saas_upstream_for(saas, flow_tmp, prm=True, args=["--era", upstream_era]) as upstream,
         gateway_for(flow_tmp, upstream) as gateway,
     ):
         await add_users(gateway, {"alice": PASSWORD})
@@ -68,11 +81,11 @@ async def test_a_403_insufficient_scope_asks_to_reconnect_with_the_union(flow_tm
         async with httpx2.AsyncClient(follow_redirects=False, timeout=30) as browser:
             await sign_in(browser, gateway.base, "alice", PASSWORD)
             assert set(await connect(browser, gateway)) == {"crm:read"}  # as configured
-            failed, text = await call(gateway, token, "whoami", {})
+            failed, text = await call(gateway, token, "whoami", {}, mode)
             assert not failed, text
             assert "crm:write" not in json.loads(text)["scopes"]
 
-            failed, text = await call(gateway, token, "crm_update", update)
+            failed, text = await call(gateway, token, "crm_update", update, mode)
             assert failed, text
             assert "more permissions" in text, text
             assert "crm:write" in text, text
@@ -85,10 +98,13 @@ async def test_a_403_insufficient_scope_asks_to_reconnect_with_the_union(flow_tm
             asked = await connect(browser, gateway, "?" + urlsplit(link).query)
             assert set(asked) >= {"crm:read", "crm:write"}  # the union, not just the new one
 
-        failed, text = await call(gateway, token, "crm_update", update)
+        failed, text = await call(gateway, token, "crm_update", update, mode)
         assert not failed, text
         assert json.loads(text) == {"sub": "crm-user-alice", **update}
-        failed, text = await call(gateway, token, "whoami", {})
+        failed, text = await call(gateway, token, "whoami", {}, mode)
         assert {"crm:read", "crm:write"} <= set(json.loads(text)["scopes"])
+        if upstream_era == "legacy":
+            assert "upstream crm speaks: legacy=True modern=False" in gateway.log()
+            assert any(r["era"] == "modern" for r in audit_records(gateway, lines=200) if r.get("era"))
         refused = [r for r in upstream.seen() if r["status"] == 403]
         assert len(refused) == 1  # one refusal, one reconnect, no retry loop against the upstream
