@@ -19,6 +19,10 @@ When the provider refuses the refresh token (``invalid_grant``) the record is ma
 tokens stay as they are, and the current access token is used until it actually expires. A
 record that does not open (altered, moved, unknown key) is never used: the user is asked to
 connect again, which replaces it, and the event is logged as an error (without any secret).
+
+The sealed secret is JSON: the access and refresh tokens (or the API key) and, for presets that
+keep it, the token response's ``instance_url`` (kept across refreshes that do not resend it).
+The "My connections" listing and Disconnect are in :mod:`.user_connections`.
 """
 
 from __future__ import annotations
@@ -30,8 +34,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from bastion.core.errors import UpstreamCredentialsUnavailable
 from bastion.core.records import VaultRecord
@@ -39,6 +42,7 @@ from bastion.store.base import VaultStore
 from bastion.vault.envelope import VaultCipher
 from bastion.vault.model import (
     ConnectionMissing,
+    Credential,
     ProviderRefused,
     ProviderTokens,
     ProviderUnavailable,
@@ -46,36 +50,20 @@ from bastion.vault.model import (
     VaultTampered,
 )
 from bastion.vault.presets import ResolvedConnection
+from bastion.vault.user_connections import (
+    ConnectionView,
+    TokenRevoker,
+    as_revoker,
+    disconnect,
+    list_connections,
+)
 
 log = logging.getLogger("bastion.vault")
 
 LEASE_S = 30.0
 POLL_S = 0.15
 TOUCH_EVERY_S = 60.0
-NOT_CONNECTED = "not_connected"
 RECONNECT = "reconnect"
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectionView:
-    """One connection as "My connections" shows it: metadata, never a secret."""
-
-    connection: str
-    label: str
-    kind: str  # "oauth" | "api_key"
-    scopes: tuple[str, ...]
-    status: str  # "ok", "reconnect" or "not_connected"
-    account: str | None = None
-    created_at: float | None = None
-    last_used_at: float | None = None
-    expires_at: float | None = None
-
-
-@runtime_checkable
-class TokenRevoker(Protocol):
-    """Revokes a token at a connection's provider (implemented by :class:`.provider.Providers`)."""
-
-    async def revoke(self, connection: str, token: str, token_type_hint: str) -> bool: ...
 
 
 class ConnectionVault:
@@ -95,13 +83,13 @@ class ConnectionVault:
         self._store = store
         self._cipher = cipher
         self._refresher = refresher
-        self._revoker = revoker if revoker is not None else _as_revoker(refresher)
+        self._revoker = revoker if revoker is not None else as_revoker(refresher)
         self._connections = {c.name: c for c in connections}
         self._replica_id = replica_id
         self._clock = clock
         self._lease_s = lease_s
         self._poll_s = poll_s
-        self._flights: dict[tuple[str, str], asyncio.Task[str]] = {}
+        self._flights: dict[tuple[str, str], asyncio.Task[Credential]] = {}
 
     # -- storing -----------------------------------------------------------------------------
 
@@ -114,6 +102,8 @@ class ConnectionVault:
         secret = {"access_token": tokens.access_token}
         if tokens.refresh_token:
             secret["refresh_token"] = tokens.refresh_token
+        if tokens.instance_url:
+            secret["instance_url"] = tokens.instance_url
         record = dataclasses.replace(
             self._sealed(user_id, config, "oauth", secret),
             scopes=tokens.scopes if tokens.scopes is not None else asked or config.scopes,
@@ -145,6 +135,10 @@ class ConnectionVault:
     # -- handing out -------------------------------------------------------------------------
 
     async def access_token(self, user_id: str, connection: str) -> str:
+        """The user's current access token or API key for ``connection`` (see :meth:`credential`)."""
+        return (await self.credential(user_id, connection)).secret
+
+    async def credential(self, user_id: str, connection: str) -> Credential:
         """The user's current credential (access token or API key) for ``connection``.
         Raises :class:`ConnectionMissing` (``reconnect`` when the user must connect again) or
         :class:`UpstreamCredentialsUnavailable` (the provider is down and the token expired)."""
@@ -166,7 +160,7 @@ class ConnectionVault:
             flight.add_done_callback(lambda done: self._landed(key, done))
         return await asyncio.shield(flight)
 
-    def _landed(self, key: tuple[str, str], flight: asyncio.Task[str]) -> None:
+    def _landed(self, key: tuple[str, str], flight: asyncio.Task[Credential]) -> None:
         if self._flights.get(key) is flight:
             del self._flights[key]
         if not flight.cancelled():
@@ -193,7 +187,7 @@ class ConnectionVault:
             )
             raise ConnectionMissing(record.connection, reconnect=True, detail=str(exc)) from None
 
-    def _credential(self, record: VaultRecord, secret: dict[str, Any] | None = None) -> str:
+    def _credential(self, record: VaultRecord, secret: dict[str, Any] | None = None) -> Credential:
         secret = self._open(record) if secret is None else secret
         value = secret.get("api_key" if record.kind == "api_key" else "access_token")
         if not isinstance(value, str) or not value:
@@ -203,11 +197,12 @@ class ConnectionVault:
                 record.connection,
             )
             raise ConnectionMissing(record.connection, reconnect=True, detail="record holds no credential")
-        return value
+        instance_url = secret.get("instance_url")
+        return Credential(value, instance_url if isinstance(instance_url, str) else None)
 
     # -- the single flight -------------------------------------------------------------------
 
-    async def _refresh(self, user_id: str, config: ResolvedConnection) -> str:
+    async def _refresh(self, user_id: str, config: ResolvedConnection) -> Credential:
         name = config.name
         owner = f"{self._replica_id}:{secrets.token_hex(6)}"
         give_up = time.monotonic() + 2 * self._lease_s
@@ -229,7 +224,7 @@ class ConnectionVault:
         finally:
             await self._store.release_lease(user_id, name, owner)
 
-    async def _refresh_leased(self, record: VaultRecord, config: ResolvedConnection) -> str:
+    async def _refresh_leased(self, record: VaultRecord, config: ResolvedConnection) -> Credential:
         record = _usable(record, config.name)
         now = self._clock()
         if not self._expiring(record, config, now):
@@ -261,8 +256,10 @@ class ConnectionVault:
             "access_token": tokens.access_token,
             "refresh_token": tokens.refresh_token or refresh_token,
         }
+        if tokens.instance_url:  # else the one the connect gave stays
+            new_secret["instance_url"] = tokens.instance_url
         await self._store_refreshed(record, new_secret, tokens)
-        return tokens.access_token
+        return self._credential(record, new_secret)
 
     async def _store_refreshed(
         self, record: VaultRecord, secret: dict[str, Any], tokens: ProviderTokens
@@ -349,52 +346,16 @@ class ConnectionVault:
     async def disconnect(self, user_id: str, connection: str) -> bool:
         """Delete the user's credential; then revoke it at the provider (best effort: the refresh
         token, else the access token). False if there was nothing to delete."""
-        record = await self._store.get(user_id, connection)
-        if record is None:
-            return False
-        deleted = await self._store.delete(user_id, connection)
-        if record.kind == "oauth" and self._revoker is not None:
-            try:
-                secret = self._cipher.open(record)
-            except VaultTampered:
-                return deleted
-            for hint in ("refresh_token", "access_token"):
-                token = secret.get(hint)
-                if isinstance(token, str) and token and await self._revoke(connection, token, hint):
-                    break
-        return deleted
-
-    async def _revoke(self, connection: str, token: str, hint: str) -> bool:
-        assert self._revoker is not None
-        try:
-            return await self._revoker.revoke(connection, token, hint)
-        except (ProviderRefused, ProviderUnavailable) as exc:
-            log.info("connection %s: revocation failed: %s", connection, exc)
-            return False
+        return await disconnect(self._store, self._cipher, self._revoker, user_id, connection)
 
     async def list(self, user_id: str) -> builtins.list[ConnectionView]:
         """Every configured connection, in configuration order, with the user's status."""
-        stored = {r.connection: r for r in await self._store.list_for_user(user_id)}
-        views = []
-        for name, config in self._connections.items():
-            record = stored.get(name)
-            if record is None:
-                views.append(ConnectionView(name, config.label, config.type, (), NOT_CONNECTED))
-                continue
-            views.append(
-                ConnectionView(
-                    connection=name,
-                    label=config.label,
-                    kind=record.kind,
-                    scopes=record.scopes,
-                    status=record.status,
-                    account=record.account,
-                    created_at=record.created_at,
-                    last_used_at=record.last_used_at,
-                    expires_at=record.expires_at,
-                )
-            )
-        return views
+        return await list_connections(self._store, self._connections, user_id)
+
+    def keeps_instance_url(self, connection: str) -> bool:
+        """Whether the connection's provider gives an ``instance_url`` that is kept (a preset's)."""
+        config = self._connections.get(connection)
+        return config is not None and config.oauth is not None and config.oauth.keeps_instance_url
 
     def _config(self, connection: str, kind: str) -> ResolvedConnection:
         config = self._connections.get(connection)
@@ -409,10 +370,6 @@ def _usable(record: VaultRecord | None, connection: str) -> VaultRecord:
     if record.status != "ok":
         raise ConnectionMissing(connection, reconnect=True, detail=f"status {record.status}")
     return record
-
-
-def _as_revoker(refresher: TokenRefresher) -> TokenRevoker | None:
-    return refresher if isinstance(refresher, TokenRevoker) else None
 
 
 __all__ = ["LEASE_S", "ConnectionVault", "ConnectionView", "TokenRevoker"]

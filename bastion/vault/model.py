@@ -23,6 +23,18 @@ class ProviderTokens:
     expires_at: float | None = None  # None: the provider did not say
     scopes: tuple[str, ...] | None = None  # None: the provider did not say (= as requested)
     account: str | None = None  # who the user is at the provider, when it says (id token, userinfo)
+    # the API base of the user's account (Salesforce: their org), for presets that keep it; not
+    # a secret, an https URL without credentials, query or fragment
+    instance_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """What the vault hands out for an upstream call: the access token or API key, and the API
+    base of the user's account when the provider gave one (``{instance_url}`` in a template)."""
+
+    secret: str = field(repr=False)
+    instance_url: str | None = None
 
 
 class ProviderRefused(Exception):
@@ -61,6 +73,7 @@ class TokenRefresher(Protocol):
 
 __all__ = [
     "ConnectionMissing",
+    "Credential",
     "ProviderRefused",
     "ProviderTokens",
     "ProviderUnavailable",

@@ -19,7 +19,7 @@ Quirks, per provider:
 - Salesforce: the login host is ``login.salesforce.com``, ``test.salesforce.com`` (sandbox) or a
   My Domain; the ``refresh_token`` scope grants a refresh token; token responses carry no
   ``expires_in`` (the session timeout is the org's), so tokens are renewed when an upstream
-  refuses them.
+  refuses them; they carry ``instance_url``, the API base of the user's org, which is kept.
 - Slack (user tokens): user scopes go in ``user_scope`` (comma separated), the user's token is in
   ``authed_user``; errors are HTTP 200 with ``ok: false``; user tokens have ``token_type: user``.
 - Atlassian: ``audience=api.atlassian.com`` and ``prompt=consent`` on the authorization request,
@@ -65,6 +65,7 @@ class ProviderPreset:
     dead_grant: tuple[str, ...] = DEAD_GRANT  # refresh errors meaning the grant is gone for good
     nested_tokens: str | None = None  # the token response member holding the user's tokens
     revocation_style: RevocationStyle = "rfc7009"
+    keeps_instance_url: bool = False  # the token response's instance_url is kept (an https URL)
 
 
 _SALESFORCE = "{login}/services/oauth2"
@@ -113,6 +114,7 @@ PRESETS: Mapping[str, ProviderPreset] = {
         scopes=("api", "refresh_token"),
         auth_method="client_secret_post",
         account_claim="preferred_username",
+        keeps_instance_url=True,
     ),
     "slack": ProviderPreset(
         label="Slack",
@@ -197,6 +199,8 @@ class ResolvedOAuth:
     token_params: tuple[tuple[str, str], ...] = ()
     # RFC 9207: the provider sends ``iss`` with its authorization responses, and they must carry it
     iss_parameter: bool = False
+    # the token response's ``instance_url`` (the API base of the user's org) is kept
+    keeps_instance_url: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +267,7 @@ def resolve(config: OAuthConnection | ApiKeyConnection) -> ResolvedConnection:
         nested_tokens=preset.nested_tokens,
         revocation_style=style,
         timeout=config.timeout,
+        keeps_instance_url=preset.keeps_instance_url,
     )
     return ResolvedConnection(
         name=config.name,

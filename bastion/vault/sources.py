@@ -7,6 +7,10 @@ users have connections; a client acting for itself (client credentials) gets non
 
 For stdio upstreams the credential is an environment variable, so it is fixed when the process
 starts: a per-user credential gives each user their own process, and a renewed token a fresh one.
+
+A header template of a ``user_oauth`` upstream may also use ``{instance_url}``: the API base the
+provider gave with the user's tokens (Salesforce: their org's). Its connection must keep one (a
+preset that does); a credential stored without one asks the user to reconnect.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 from pathlib import Path
 from typing import Protocol
 
@@ -27,18 +32,24 @@ from bastion.config.upstream_auth import (
 from bastion.core.errors import ConfigError, ConnectionRequired, UpstreamCredentialsUnavailable
 from bastion.core.records import Principal, UpstreamCredential
 from bastion.vault.intents import ConnectIntents
-from bastion.vault.model import ConnectionMissing
+from bastion.vault.model import ConnectionMissing, Credential
 
 log = logging.getLogger("bastion.vault")
 NO_USER = (
     "this upstream acts for a signed-in user with their own account; a client acting for itself has none"
 )
+TOKEN_SLOT, INSTANCE_URL_SLOT = "{token}", "{instance_url}"
+_PLACEHOLDERS = re.compile(r"(\{token\}|\{instance_url\})")
 
 
 class AccessTokens(Protocol):
     """What a source needs of :class:`bastion.vault.connections.ConnectionVault`."""
 
-    async def access_token(self, user_id: str, connection: str) -> str: ...
+    async def credential(self, user_id: str, connection: str) -> Credential: ...
+
+    def keeps_instance_url(self, connection: str) -> bool:
+        """Whether the connection's provider gives an ``instance_url`` that is kept."""
+        ...
 
     async def forget_access_token(self, user_id: str, connection: str) -> None: ...
 
@@ -57,16 +68,25 @@ class Presenter:
         self._stdio = stdio
         self._header = auth.header
         self._env = auth.env
-        self._before, _, self._after = auth.template.partition("{token}")
+        self._parts = _PLACEHOLDERS.split(auth.template)  # literal text and placeholders, in turn
         self.mode = auth.type
 
-    def present(self, secret: str, scope: str | None) -> UpstreamCredential:
+    @property
+    def needs_instance_url(self) -> bool:
+        """Whether the header's template uses ``{instance_url}`` (stdio: the template is unused)."""
+        return not self._stdio and INSTANCE_URL_SLOT in self._parts[1::2]
+
+    def present(
+        self, secret: str, scope: str | None, *, instance_url: str | None = None
+    ) -> UpstreamCredential:
         if self._stdio:
             assert self._env is not None  # config: stdio upstreams name the variable
             if scope is not None:  # a process per user, and a new one when the credential changes
                 scope = f"{scope}:{hashlib.sha256(secret.encode()).hexdigest()[:16]}"
             return UpstreamCredential(env=((self._env, secret),), mode=self.mode, process_scope=scope)
-        value = f"{self._before}{secret}{self._after}"
+        # one pass over the template: a token holding "{instance_url}" is sent as it is
+        values = {TOKEN_SLOT: secret, INSTANCE_URL_SLOT: instance_url or INSTANCE_URL_SLOT}
+        value = "".join(values[p] if i % 2 else p for i, p in enumerate(self._parts))
         return UpstreamCredential(headers=((self._header, value),), mode=self.mode, process_scope=scope)
 
 
@@ -122,13 +142,20 @@ class ConnectionCredentials:
         self._tokens = tokens
         self._intents = intents
         self._presenter = Presenter(auth, stdio=stdio)
+        if self._presenter.needs_instance_url and not tokens.keeps_instance_url(self._connection):
+            raise ConfigError(
+                f"upstream '{upstream}': auth.template uses {INSTANCE_URL_SLOT}, but connection "
+                f"'{self._connection}' keeps none (only presets that do, such as salesforce)"
+            )
         self._background: set[asyncio.Task[None]] = set()
 
     async def credential(self, principal: Principal) -> UpstreamCredential:
         if not principal.authenticated or principal.client_id == principal.subject:
             raise UpstreamCredentialsUnavailable(self._upstream, NO_USER)
         try:
-            secret = await self._tokens.access_token(principal.subject, self._connection)
+            found = await self._tokens.credential(principal.subject, self._connection)
+            if self._presenter.needs_instance_url and found.instance_url is None:  # stored before
+                raise ConnectionMissing(self._connection, reconnect=True, detail="no instance_url")
         except ConnectionMissing as missing:
             intent = await self._intents.create(
                 principal.subject, self._connection, principal.client_id, reconnect=missing.reconnect
@@ -141,7 +168,7 @@ class ConnectionCredentials:
                 elicitation_id=intent.elicitation_id,
                 reconnect=missing.reconnect,
             ) from None
-        return self._presenter.present(secret, principal.subject)
+        return self._presenter.present(found.secret, principal.subject, instance_url=found.instance_url)
 
     async def more_scopes(self, principal: Principal, scopes: tuple[str, ...]) -> ConnectionRequired | None:
         """The upstream wants ``scopes`` (403 ``insufficient_scope``): the request to reconnect

@@ -3,10 +3,12 @@
 What comes back is checked before anything is stored: the access and refresh tokens must be
 visible ASCII (they go into headers), ``token_type`` must be Bearer when present (or a type the
 preset knows, e.g. Slack's ``user``), ``expires_in`` must be a positive number of seconds below
-ten years. An error answer is classified by its ``error`` code only (providers' descriptions
-may echo what was sent, so they are never kept): ``invalid_grant`` and the preset's equivalents
-on a refresh mean the grant is gone (:class:`~bastion.vault.model.ProviderRefused`); everything
-else on a refresh — other codes, 5xx, 429, unreadable bodies — may pass
+ten years; ``instance_url``, kept for the presets that say so (Salesforce), must be an https
+URL without credentials, query or fragment. An error answer is classified by its ``error`` code
+only (providers' descriptions may echo what was sent, so they are never kept): ``invalid_grant``
+and the preset's equivalents on a refresh mean the grant is gone
+(:class:`~bastion.vault.model.ProviderRefused`); everything else on a refresh — other codes,
+5xx, 429, unreadable bodies — may pass
 (:class:`~bastion.vault.model.ProviderUnavailable`), so nothing stored is thrown away for it.
 """
 
@@ -16,6 +18,7 @@ import logging
 import re
 from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import jwt
 
@@ -27,9 +30,11 @@ log = logging.getLogger("bastion.vault")
 MAX_RESPONSE_BYTES = 64 * 1024
 MAX_EXPIRES_IN = 10 * 366 * 86400
 MAX_ACCOUNT_CHARS = 200
+MAX_URL_CHARS = 2048
 TOKEN = re.compile(r"[\x21-\x7e]{1,16384}")  # visible ASCII: it goes into a header
 _ERROR_CODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _SCOPES = re.compile(r"[\s,]+")
+_HOST = re.compile(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?")  # a DNS name or IPv4 address
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 Grant = Literal["authorization_code", "refresh_token"]
 
@@ -136,9 +141,37 @@ def parse_tokens(
         scopes = tuple(s for s in _SCOPES.split(scope) if s)
     elif scope is not None:
         raise bad("scope is not a string")
+    instance_url = None
+    if oauth.keeps_instance_url and fields.get("instance_url") is not None:
+        instance_url = https_base(fields["instance_url"])
+        if instance_url is None:
+            raise bad(f"instance_url {_safe(fields['instance_url'])!r}")
     id_token = fields.get("id_token")
-    tokens = ProviderTokens(access_token=access, refresh_token=refresh, expires_at=expires_at, scopes=scopes)
+    tokens = ProviderTokens(
+        access_token=access,
+        refresh_token=refresh,
+        expires_at=expires_at,
+        scopes=scopes,
+        instance_url=instance_url,
+    )
     return tokens, id_token if isinstance(id_token, str) else None
+
+
+def https_base(value: object) -> str | None:
+    """``value`` as an API base URL (without a trailing ``/``): https, a host, visible ASCII
+    (it may go into a header), no credentials, query or fragment; else None."""
+    if not isinstance(value, str) or not TOKEN.fullmatch(value) or len(value) > MAX_URL_CHARS:
+        return None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError:
+        return None
+    if parts.scheme.lower() != "https" or not _HOST.fullmatch(parts.hostname or "") or "@" in parts.netloc:
+        return None
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        return None
+    return value.rstrip("/")
 
 
 def claim(data: Mapping[str, Any], path: str) -> str | None:
@@ -174,6 +207,7 @@ __all__ = [
     "claim",
     "classify",
     "error_code",
+    "https_base",
     "id_token_claim",
     "parse_tokens",
 ]

@@ -42,6 +42,7 @@ from bastion.web.browser import BrowserSession, BrowserSessions
 from bastion.web.connect_common import (
     MY_CONNECTIONS,
     ConnectionConfig,
+    ConnectProvider,
     ConnectStore,
     ProviderLookup,
     display,
@@ -237,12 +238,9 @@ class ConnectPages:
         provider = self._providers.get(connection.name)
         if provider is None:  # config: every oauth connection has a provider
             return self._unknown()
-        try:  # its endpoints: read at startup, read again here if the provider was down then
-            await provider.discover()
-        except ProviderUnavailable as exc:
-            log.warning("connection %s: the provider's metadata could not be read: %s", connection.name, exc)
-            self._refuse("the provider could not be reached", user=user.user_id, connection=connection.name)
-            return self._unavailable(connection)
+        # its endpoints: read at startup, read again here if the provider was down then
+        if unread := await self._discover(provider, connection, user):
+            return unread
         state = secrets.token_urlsafe(32)  # 256 bits
         verifier, challenge = pkce_pair() if provider.uses_pkce else (None, None)
         step_up = list(intent.scopes) if intent is not None else []  # more than the connection's
@@ -259,6 +257,18 @@ class ConnectPages:
         )
         await self._ctx.store.grants.put(STATE_KIND, digest(state), payload, time.time() + STATE_TTL_S)
         return RedirectResponse(url, 303, headers=_HEADERS)
+
+    async def _discover(
+        self, provider: ConnectProvider, connection: ConnectionConfig, user: UserRecord
+    ) -> Response | None:
+        """None once the provider's metadata is read; else the page saying it could not be."""
+        try:
+            await provider.discover()
+        except ProviderUnavailable as exc:
+            log.warning("connection %s: the provider's metadata could not be read: %s", connection.name, exc)
+            self._refuse("the provider could not be reached", user=user.user_id, connection=connection.name)
+            return self._unavailable(connection)
+        return None
 
     async def _save_api_key(
         self,
@@ -323,6 +333,9 @@ class ConnectPages:
             self._refuse("state of another user", user=session.user_id, connection=connection.name)
             return message("This link is not for you", WRONG_ACCOUNT, 403, ("Sign out", "/logout"))
         provider = self._providers.get(connection.name)
+        # whether iss is required is in the metadata: read here too if this replica has not yet
+        if provider is not None and (unread := await self._discover(provider, connection, user)):
+            return unread
         if provider is not None and not provider.issuer_matches(params.get("iss")):  # RFC 9207
             # refused before the state is used: a response forged into this browser cannot spend it
             self._refuse("response without the provider's iss", user=user.user_id, connection=connection.name)

@@ -16,7 +16,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -26,6 +25,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+
+from tests.support.procs import free_port
 
 PG_USER = "postgres"
 
@@ -53,12 +54,6 @@ def _pg_bindir() -> Path | None:
         glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3].split(".")[0])
     )
     return Path(found[-1]).parent if found else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _as_pg_user(argv: list[str]) -> list[str]:
@@ -93,7 +88,7 @@ def pg_server() -> Iterator[PgServer]:
     if os.geteuid() == 0:
         for path in (root, sockets):
             os.chown(path, pw.pw_uid, pw.pw_gid)
-    port = _free_port()
+    port = free_port()
 
     def run(*argv: str) -> None:
         proc = subprocess.run(_as_pg_user(list(argv)), capture_output=True, text=True, cwd=root, check=False)

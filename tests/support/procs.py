@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -16,8 +17,32 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+# Ports for the servers tests start come from below the kernel's ephemeral range (32768-60999 on
+# Linux), where no outgoing connection lands, and each pytest-xdist worker has a slice of its own:
+# a port handed out cannot be taken by another worker or a client socket before its server binds it.
+_PORTS_FROM, _PORTS_PER_WORKER, _SLICES = 20000, 2000, 6
+_handed_out: set[int] = set()
+
+
+def _slice() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    return (int(worker) if worker.isdigit() else 0) % _SLICES
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    low = _PORTS_FROM + _slice() * _PORTS_PER_WORKER
+    for _ in range(500):
+        port = low + random.randrange(_PORTS_PER_WORKER)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # the slice is full: any free port
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
