@@ -46,7 +46,11 @@ class Presented(ConfigModel):
 
     header: str = Field("authorization", description="HTTP upstreams: the request header that carries it.")
     template: str = Field(
-        "Bearer {token}", description="The header's value; {token} is the credential (e.g. '{token}')."
+        "Bearer {token}",
+        description=(
+            "The header's value; {token} is the credential (e.g. '{token}'). user_oauth with a preset that "
+            "keeps one (salesforce) may also use {instance_url}, the user's API base."
+        ),
     )
     env: str | None = Field(
         None, description="stdio upstreams: the environment variable that carries the credential."
